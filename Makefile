@@ -1,0 +1,79 @@
+# ocr-origin: two commands on a fresh Debian machine (as root, or with passwordless sudo).
+#
+#   make run    install what is missing, then serve on http://localhost:8080 in the foreground
+#               (redis-server :6379, gunicorn :8000, nginx :8080); Ctrl-C or `make stop` stops all
+#   make test   install what is missing (also test-only packages), `nginx -t`, then pytest
+#
+# Ports and settings come from the environment or the command line, e.g.
+#   make run OCR_HTTP_PORT=8081 OCR_WORKERS=4
+# (command-line variables reach the launcher's environment; see README "Configuration").
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# The CPU wheel on this machine (pip finds it through /opt/wheels); a bare `torch` or a newer
+# range would pull a CUDA build with several GB of nvidia wheels. deploy/constraints.txt pins it
+# for every later install too.
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+# check=package pairs for deploy/ensure-apt.sh (nothing happens when all are present).
+APT_RUN := nginx='nginx-light|nginx' redis-server=redis-server
+# Tests render text with DejaVu Sans; wrk is for bench/ (optional, the bench falls back to Python).
+APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core
+
+.PHONY: help run test stop clean distclean deps apt-run apt-test nginx-check bench
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+apt-run:
+	@deploy/ensure-apt.sh $(APT_RUN)
+
+apt-test: apt-run
+	@deploy/ensure-apt.sh $(APT_TEST)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall the project when its metadata changes; torch first, from the local CPU wheel.
+$(STAMP): pyproject.toml deploy/constraints.txt | $(PY)
+	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install --quiet '$(TORCH)'
+	$(PIP) install --quiet -c deploy/constraints.txt -e '.[test,train]'
+	@$(PY) -c 'import torch; assert "+cu" not in torch.__version__, torch.__version__' \
+		|| { echo "a CUDA torch was installed; run 'make distclean' and retry" >&2; exit 1; }
+	@touch $@
+
+deps: apt-run $(STAMP)
+
+run: deps
+	$(PY) deploy/run.py
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) deploy/run.py stop; else $(PYTHON) deploy/run.py stop; fi
+
+# Render the nginx template into a scratch dir and let nginx check it (same flags as the tests).
+nginx-check: apt-run
+	@rm -rf var/nginx-check
+	@$(PYTHON) deploy/nginx/render.py --out var/nginx-check/nginx.conf --log-dir var/nginx-check/log \
+		--listen 127.0.0.1:8080 --check >/dev/null
+
+test: apt-test $(STAMP) nginx-check
+	$(PY) -m pytest
+
+bench: deps
+	$(PY) bench/load_bench.py
+
+# Removes caches and derived files; keeps results, the Redis data and the secret (your data).
+clean: stop
+	rm -rf var/nginx var/nginx-check var/prometheus var/run .pytest_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Everything, including stored results, the Redis index, the secret and the virtualenv.
+distclean: clean
+	rm -rf var $(VENV)

@@ -1,0 +1,39 @@
+"""Rebuild the Redis near-duplicate index from storage (the source of truth)."""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Iterator
+
+from .fingerprint import parse_phash
+from .index import RedisResultIndex
+from .keys import key_namespace
+from .store import RESULT, ResultStore
+
+logger = logging.getLogger(__name__)
+
+
+def _entries(store: ResultStore, stats: dict[str, int]) -> Iterator[tuple[str, str, int, float]]:
+    for key in store.iter_keys():
+        body = store.get(key, RESULT)
+        try:
+            doc = json.loads(body) if body is not None else None
+            phash = parse_phash(doc["phash"])
+            created = datetime.fromisoformat(doc["created_at"]).timestamp()
+        except (TypeError, KeyError, ValueError) as exc:
+            stats["skipped"] += 1
+            logger.warning("reindex skipped key=%s reason=%s", key, exc)
+            continue
+        stats["indexed"] += 1
+        yield key_namespace(key), key, phash, created
+
+
+def reindex(store: ResultStore, index: RedisResultIndex, *, clear: bool = False) -> dict[str, int]:
+    """Record every complete result of `store` in `index`; idempotent. Returns counts."""
+    stats = {"indexed": 0, "skipped": 0, "cleared": 0}
+    if clear:
+        stats["cleared"] = index.clear()
+    index.record_many(_entries(store, stats))
+    logger.info("reindex done store=%r indexed=%d skipped=%d", store, stats["indexed"], stats["skipped"])
+    return stats

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Render deploy/nginx/nginx.conf.template into a runnable nginx.conf.
+
+Used by `make run` (deploy/run.py), `make test` (`nginx -t`), the test fixtures and
+`ocr-origin doctor`. docker-compose renders the same template with the nginx image's envsubst.
+Only `${OCR_...}` placeholders are replaced, so nginx's own `$variables` are left alone.
+
+    python deploy/nginx/render.py --out var/nginx/nginx.conf             # make run defaults
+    python deploy/nginx/render.py --out /tmp/x/nginx.conf --listen 127.0.0.1:18080 \
+        --upstream 127.0.0.1:18000 --dir /tmp/x
+
+Standard library only: it runs before the virtual environment exists.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE / "nginx.conf.template"
+SNIPPETS = HERE / "snippets"
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # origin/settings.py default (OCR_MAX_UPLOAD_BYTES)
+
+PLACEHOLDER = re.compile(r"\$\{(OCR_[A-Z0-9_]+)\}")
+
+
+class RenderError(Exception):
+    """The template references a placeholder that has no value."""
+
+
+def placeholders(template: str | None = None) -> set[str]:
+    """Return the `${OCR_...}` names the template uses."""
+    text = TEMPLATE.read_text() if template is None else template
+    return set(PLACEHOLDER.findall(text))
+
+
+def render(values: Mapping[str, str], template: str | None = None) -> str:
+    """Substitute every `${OCR_...}` placeholder; raise RenderError when one has no value."""
+    text = TEMPLATE.read_text() if template is None else template
+    missing = sorted(placeholders(text) - set(values))
+    if missing:
+        raise RenderError(f"no value for nginx template placeholder(s): {', '.join(missing)}")
+    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
+
+
+def default_user() -> str:
+    """Worker user: the current user (root when run as root, see the template header)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "root" if os.geteuid() == 0 else "nobody"
+
+
+def values_for(
+    workdir: Path,
+    *,
+    listen: str = "8080",
+    upstream: str = "127.0.0.1:8000",
+    max_upload_bytes: int | str = DEFAULT_MAX_UPLOAD_BYTES,
+    log_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    cache_max_size: str = "1g",
+    user: str | None = None,
+) -> dict[str, str]:
+    """Placeholder values for an nginx instance whose files all live under `workdir`."""
+    workdir = Path(workdir).resolve()
+    return {
+        "OCR_NGINX_USER": user or default_user(),
+        "OCR_NGINX_LISTEN": str(listen),
+        "OCR_UPSTREAM": upstream,
+        "OCR_MAX_UPLOAD_BYTES": str(int(max_upload_bytes)),
+        "OCR_NGINX_RUN_DIR": str(workdir / "run"),
+        "OCR_NGINX_CACHE_DIR": str((cache_dir or workdir / "cache").resolve()),
+        "OCR_NGINX_CACHE_MAX_SIZE": cache_max_size,
+        "OCR_NGINX_LOG_DIR": str((log_dir or workdir / "log").resolve()),
+        "OCR_NGINX_SNIPPETS": str(SNIPPETS),
+    }
+
+
+def write_config(out: Path, values: Mapping[str, str]) -> Path:
+    """Render to `out` and create the directories the config points at."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for key in ("OCR_NGINX_RUN_DIR", "OCR_NGINX_CACHE_DIR", "OCR_NGINX_LOG_DIR"):
+        Path(values[key]).mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(render(values))
+    tmp.replace(out)  # atomic: a running `nginx -s reload` never reads half a file
+    return out
+
+
+def nginx_binary() -> str | None:
+    """Path of the nginx binary ($PATH or /usr/sbin, which non-root PATHs often lack)."""
+    from shutil import which
+
+    return which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+
+
+def nginx_test(conf: Path, nginx: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `nginx -t` on a rendered config (prefix = its directory); return the finished process."""
+    nginx = nginx or nginx_binary()
+    if not nginx:
+        raise FileNotFoundError("nginx not found: install it with `apt-get install -y nginx-light`")
+    conf = Path(conf).resolve()
+    return subprocess.run(
+        [nginx, "-t", "-q", "-p", str(conf.parent), "-c", str(conf), "-e", str(conf.parent / "error.log")],
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("var/nginx/nginx.conf"),
+                        help="rendered config path (default var/nginx/nginx.conf)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="nginx work dir for run/ and cache/ (default: the --out directory)")
+    parser.add_argument("--log-dir", type=Path, default=Path(env.get("OCR_NGINX_LOG_DIR", "var/log/nginx")))
+    parser.add_argument("--listen", default=env.get("OCR_HTTP_PORT", "8080"))
+    parser.add_argument("--upstream", default=env.get("OCR_UPSTREAM")
+                        or f"127.0.0.1:{env.get('OCR_ORIGIN_PORT', '8000')}")
+    parser.add_argument("--max-upload-bytes", default=env.get("OCR_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
+    parser.add_argument("--cache-max-size", default=env.get("OCR_NGINX_CACHE_MAX_SIZE", "1g"))
+    parser.add_argument("--check", action="store_true", help="run `nginx -t` on the result")
+    args = parser.parse_args(argv)
+
+    workdir = args.dir or args.out.parent
+    values = values_for(workdir, listen=args.listen, upstream=args.upstream,
+                        max_upload_bytes=args.max_upload_bytes, log_dir=args.log_dir,
+                        cache_max_size=args.cache_max_size)
+    try:
+        out = write_config(args.out, values)
+    except RenderError as exc:
+        print(f"render.py: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    if args.check:
+        proc = nginx_test(out)
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr, end="")
+            return proc.returncode
+        print(f"nginx -t: {out} is valid", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Start redis-server, the gunicorn origin and nginx for `make run`; stop them all together.
+
+    python deploy/run.py          # foreground; Ctrl-C (or `make stop`) stops everything
+    python deploy/run.py stop     # from another shell: ask the running launcher to stop
+
+Children run in their own sessions so that Ctrl-C reaches only this launcher, which then stops
+them in order (nginx first so no new requests arrive, then gunicorn, then redis, which saves).
+If any child dies, the others are stopped and the launcher exits non-zero. Standard library
+only; run it with the project's venv python (gunicorn is imported from there).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+logger = logging.getLogger("ocr-origin.run")
+
+ROOT = Path(__file__).resolve().parents[1]
+VAR = Path(os.environ.get("OCR_VAR_DIR", ROOT / "var")).resolve()
+RUN_DIR = VAR / "run"
+LAUNCHER_PID = RUN_DIR / "launcher.pid"
+CHILD_PIDS = RUN_DIR / "children.pids"  # "name pid" lines, for `stop` when the launcher is gone
+
+
+def env_port(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def which(name: str) -> str:
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}")
+                                       if Path(p).exists()), None)
+    if not path:
+        sys.exit(f"run: {name} not found; `make run` installs it (apt-get install -y {name})")
+    return path
+
+
+def load_render():
+    spec = importlib.util.spec_from_file_location("ocr_nginx_render", ROOT / "deploy/nginx/render.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prepare_var() -> None:
+    """Create the var/ layout and the HMAC secret (once: keys depend on it)."""
+    for sub in ("results", "redis", "log/nginx", "log/origin", "run", "nginx"):
+        (VAR / sub).mkdir(parents=True, exist_ok=True)
+    (VAR / "log/nginx/access.log").touch()
+    secret = VAR / "secret"
+    if not secret.exists():
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        logger.info("generated %s (keep it: result keys are derived from it)", secret)
+    # prometheus_client multiprocess files describe the previous run's workers: start clean.
+    prom = VAR / "prometheus"
+    shutil.rmtree(prom, ignore_errors=True)
+    prom.mkdir()
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.redis_port = env_port("OCR_REDIS_PORT", 6379)
+        self.origin_port = env_port("OCR_ORIGIN_PORT", 8000)
+        self.http_port = env_port("OCR_HTTP_PORT", 8080)
+        self.workers = int(os.environ.get("OCR_WORKERS", max(2, os.cpu_count() or 1)))
+        self.children: list[tuple[str, subprocess.Popen[bytes], signal.Signals]] = []
+        self.stopping = False
+
+    def spawn(self, name: str, cmd: list[str], stop_signal: signal.Signals,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        logger.info("starting %s: %s", name, " ".join(cmd))
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        self.children.append((name, proc, stop_signal))
+        with CHILD_PIDS.open("a") as f:
+            f.write(f"{name} {proc.pid}\n")
+        return proc
+
+    def check_ports(self) -> None:
+        taken = [(n, p) for n, p in (("OCR_REDIS_PORT", self.redis_port), ("OCR_ORIGIN_PORT", self.origin_port),
+                                     ("OCR_HTTP_PORT", self.http_port)) if port_in_use(p)]
+        if taken:
+            desc = ", ".join(f"{p} ({n})" for n, p in taken)
+            sys.exit(f"run: port(s) already in use: {desc}. Is another `make run` (or a system "
+                     f"redis/nginx) running? Stop it with `make stop`, or choose other ports, e.g. "
+                     f"`make run OCR_HTTP_PORT=8081`.")
+
+    def origin_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("OCR_REDIS_URL", f"redis://127.0.0.1:{self.redis_port}/0")
+        env.setdefault("OCR_STORAGE_URL", f"file://{VAR / 'results'}")
+        if "OCR_SECRET" not in env:
+            env.setdefault("OCR_SECRET_FILE", str(VAR / "secret"))
+        env["OCR_TORCH_THREADS"] = env.get("OCR_TORCH_THREADS", "1")
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(VAR / "prometheus")
+        return env
+
+    def wait_ready(self, url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with {proc.returncode} while starting")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"{url} not ready after {timeout:.0f}s")
+
+    def start(self) -> None:
+        self.check_ports()
+        prepare_var()
+        CHILD_PIDS.write_text("")
+        LAUNCHER_PID.write_text(f"{os.getpid()}\n")
+
+        redis = self.spawn("redis-server", [
+            which("redis-server"), "--bind", "127.0.0.1", "--port", str(self.redis_port),
+            "--dir", str(VAR / "redis"), "--daemonize", "no",
+            # Persistence on: AOF (fsync every second) plus periodic RDB snapshots. The index can
+            # be rebuilt from storage (`ocr-origin reindex`), but a restart should not need that.
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "3600 1 300 100 60 10000",
+            "--logfile", str(VAR / "log/redis.log"),
+        ], signal.SIGTERM)
+        self._wait_port(self.redis_port, redis, "redis-server", 15)
+
+        gunicorn = self.spawn("gunicorn", [
+            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py"),
+            os.environ.get("OCR_WSGI_APP", "origin.wsgi:app"),  # override only to debug the launcher
+            "--bind", f"127.0.0.1:{self.origin_port}", "--workers", str(self.workers),
+            "--access-logfile", str(VAR / "log/origin/access.log"),
+            "--pid", str(RUN_DIR / "gunicorn.pid"),
+        ], signal.SIGTERM, env=self.origin_env())
+        try:
+            self.wait_ready(f"http://127.0.0.1:{self.origin_port}/healthz", gunicorn, 300)
+        except RuntimeError as exc:
+            raise RuntimeError(f"origin (gunicorn origin.wsgi:app): {exc}") from None
+
+        render = load_render()
+        nginx_dir = VAR / "nginx"
+        values = render.values_for(nginx_dir, listen=str(self.http_port),
+                                   upstream=f"127.0.0.1:{self.origin_port}",
+                                   max_upload_bytes=os.environ.get("OCR_MAX_UPLOAD_BYTES",
+                                                                   render.DEFAULT_MAX_UPLOAD_BYTES),
+                                   log_dir=VAR / "log/nginx")
+        conf = render.write_config(nginx_dir / "nginx.conf", values)
+        check = render.nginx_test(conf)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx -t failed on {conf}:\n{check.stderr}")
+        nginx = self.spawn("nginx", [which("nginx"), "-p", str(nginx_dir), "-c", str(conf),
+                                     "-e", str(VAR / "log/nginx/error.log")], signal.SIGQUIT)
+        self._wait_port(self.http_port, nginx, "nginx", 15)
+        logger.info("serving on http://localhost:%d (origin 127.0.0.1:%d, redis 127.0.0.1:%d); "
+                    "Ctrl-C or `make stop` stops all", self.http_port, self.origin_port, self.redis_port)
+
+    def _wait_port(self, port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} while starting (see var/log/)")
+            if port_in_use(port):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} not listening on {port} after {timeout:.0f}s")
+
+    def supervise(self) -> int:
+        while not self.stopping:
+            for name, proc, _ in self.children:
+                if proc.poll() is not None:
+                    logger.error("%s exited with %s; stopping the others", name, proc.returncode)
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+    def stop_all(self) -> None:
+        # Reverse start order: nginx (no new requests), gunicorn (drain), redis (saves on SIGTERM).
+        for name, proc, sig in reversed(self.children):
+            if proc.poll() is None:
+                logger.info("stopping %s (pid %d)", name, proc.pid)
+                proc.send_signal(sig)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    logger.warning("%s did not stop in 30 s; killing it", name)
+                    proc.kill()
+                    proc.wait()
+        self.children.clear()
+        for path in (LAUNCHER_PID, CHILD_PIDS):
+            path.unlink(missing_ok=True)
+
+
+def run() -> int:
+    launcher = Launcher()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("received %s", signal.Signals(signum).name)
+        launcher.stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        launcher.start()
+        return launcher.supervise()
+    except RuntimeError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        launcher.stop_all()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stop() -> int:
+    """Ask a running launcher to stop; if it is gone, stop the children it recorded."""
+    if LAUNCHER_PID.exists():
+        pid = int(LAUNCHER_PID.read_text().split()[0])
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(300):
+                if not pid_alive(pid):
+                    print("stopped")
+                    return 0
+                time.sleep(0.2)
+            print(f"launcher {pid} still running after 60 s", file=sys.stderr)
+            return 1
+    if CHILD_PIDS.exists():  # launcher was killed hard: stop only the pids it started
+        signals = {"nginx": signal.SIGQUIT}
+        for line in CHILD_PIDS.read_text().splitlines():
+            name, pid_s = line.split()
+            # The pid must still be the process we started (pids are reused after a crash).
+            if pid_alive(int(pid_s)) and name in cmdline(int(pid_s)):
+                os.kill(int(pid_s), signals.get(name, signal.SIGTERM))
+                print(f"sent stop signal to {name} (pid {pid_s})")
+        CHILD_PIDS.unlink()
+        LAUNCHER_PID.unlink(missing_ok=True)
+        return 0
+    print("nothing running")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s run: %(message)s", datefmt="%H:%M:%S")
+    if argv[1:2] == ["stop"]:
+        return stop()
+    if argv[1:]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

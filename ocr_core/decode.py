@@ -1,0 +1,39 @@
+"""Greedy CTC decoding: a pure function from log-probabilities to text and confidences."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ocr_core.charset import Charset
+
+
+@dataclass(frozen=True)
+class Decoded:
+    text: str
+    confidence: float                 # probability of the greedy CTC path (geometric mean per step)
+    char_confidences: tuple[float, ...]  # max probability of the step that emitted each character
+    char_steps: tuple[int, ...]       # time step that emitted each character (4 input columns each)
+
+
+def greedy_decode(log_probs: np.ndarray, charset: Charset) -> Decoded:
+    """T x C log-probabilities (class 0 = blank) → collapsed text with confidences.
+
+    The line confidence is exp(mean of the best path's per-step log-probabilities): the path
+    probability normalised by length, so long lines are not penalised for being long.
+    """
+    if log_probs.shape[0] == 0:
+        return Decoded("", 0.0, (), ())
+    best = log_probs.argmax(axis=1)                     # T
+    best_lp = log_probs[np.arange(len(best)), best]     # T
+    chars, confs, steps = [], [], []
+    prev = 0
+    for t, (k, lp) in enumerate(zip(best, best_lp)):
+        if k != 0 and k != prev:
+            chars.append(charset.classes[k])
+            confs.append(float(np.exp(lp)))
+            steps.append(t)
+        elif k != 0 and k == prev and confs:
+            confs[-1] = max(confs[-1], float(np.exp(lp)))
+        prev = k
+    return Decoded("".join(chars), float(np.exp(best_lp.mean())), tuple(confs), tuple(steps))

@@ -1,0 +1,148 @@
+"""The recognizer pipeline: preprocess → find lines → recognize (batched by width) → decode."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ocr_core.charset import Charset
+from ocr_core.decode import greedy_decode
+from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
+from ocr_core.model import CRNN, load_crnn
+from ocr_core.preprocess import prepare_line
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "crnn.pt"
+# Lines are run in batches of similar width; a batch is capped in total input columns so padding
+# and memory stay bounded on pages with many long lines.
+MAX_BATCH_COLUMNS = 16_000
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    text: str
+    confidence: float
+    box: tuple[int, int, int, int]                 # x, y, w, h in the input image
+    polygon: tuple[tuple[int, int], ...]           # 4 corners, clockwise from top-left
+    char_confidences: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "confidence": round(self.confidence, 4), "box": list(self.box),
+                "polygon": [list(p) for p in self.polygon],
+                "char_confidences": [round(c, 4) for c in self.char_confidences]}
+
+
+@dataclass
+class OcrResult:
+    text: str
+    lines: list[OcrLine]
+    width: int
+    height: int
+    elapsed_ms: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "lines": [ln.to_dict() for ln in self.lines], "width": self.width,
+                "height": self.height, "elapsed_ms": round(self.elapsed_ms, 2)}
+
+
+class Predictor:
+    """A loaded CRNN; build once per process and reuse (loading costs ~100 ms)."""
+
+    def __init__(self, model: CRNN, charset: Charset, *, name: str, version: str) -> None:
+        self.model = model
+        self.charset = charset
+        self.model_name = name
+        self.model_version = version
+
+    @classmethod
+    def load(cls, weights: str | Path | None = None, *, threads: int = 1) -> "Predictor":
+        path = Path(weights) if weights else DEFAULT_WEIGHTS
+        if threads:
+            # One intra-op thread per worker process: torch's spinning OpenMP collapses when
+            # several busy processes share the cores (NOTES §1, threading trap).
+            torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        model, meta = load_crnn(str(path))
+        charset = Charset(list(meta["charset"]))
+        assert len(charset) == model.cfg.num_classes, "charset does not match the model head"
+        # The version names the exact weights: a retrained file gives a new key namespace upstream.
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        version = f"{meta.get('version', 'dev')}-{digest}"
+        logger.info("model loaded path=%s version=%s ms=%.0f", path, version, (time.perf_counter() - t0) * 1e3)
+        return cls(model, charset, name=meta.get("name", "crnn"), version=version)
+
+    # ------------------------------------------------------------------------------------------
+    def recognize(self, crops: list[np.ndarray]) -> list:
+        """Line crops (RGB or grey uint8) → list of `Decoded`, batching crops of similar width."""
+        prepared = [prepare_line(c) for c in crops]
+        order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[1])
+        results: list = [None] * len(prepared)
+        batch: list[int] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            wmax = max(prepared[i].shape[1] for i in batch)
+            x = np.ones((len(batch), 1, 32, wmax), dtype=np.float32)    # N x 1 x 32 x W, 1.0 = white
+            for j, i in enumerate(batch):
+                x[j, 0, :, : prepared[i].shape[1]] = prepared[i]
+            with torch.inference_mode():
+                lp = self.model(torch.from_numpy(x)).numpy()            # N x T x C
+            for j, i in enumerate(batch):
+                steps = prepared[i].shape[1] // 4
+                results[i] = greedy_decode(lp[j, :steps], self.charset)
+            batch.clear()
+
+        for i in order:
+            w = prepared[i].shape[1]
+            if batch and (len(batch) + 1) * max(w, prepared[batch[-1]].shape[1]) > MAX_BATCH_COLUMNS:
+                flush()
+            # Keep widths within 1.5x inside a batch: padding changes what the BiLSTM sees.
+            if batch and w > 1.5 * prepared[batch[0]].shape[1]:
+                flush()
+            batch.append(i)
+        flush()
+        return results
+
+    def read(self, image, *, single_line: bool = False) -> OcrResult:
+        """Read a PIL image or an H x W x 3 uint8 RGB array; lines come back in reading order."""
+        t0 = time.perf_counter()
+        rgb = _as_rgb_array(image)
+        h, w = rgb.shape[:2]
+        t_lines = time.perf_counter()
+        lines: list[TextLine] = [whole_image_line(rgb)] if single_line else find_lines(rgb)
+        crops = [crop_line(rgb, ln) for ln in lines]
+        t_rec = time.perf_counter()
+        decoded = self.recognize(crops) if crops else []
+        t_end = time.perf_counter()
+        out: list[OcrLine] = []
+        for ln, d in zip(lines, decoded):
+            text = d.text.strip()
+            if not text:
+                continue
+            out.append(OcrLine(text=text, confidence=d.confidence, box=ln.box, polygon=ln.polygon,
+                               char_confidences=d.char_confidences))
+        return OcrResult(
+            text="\n".join(ln.text for ln in out), lines=out, width=w, height=h,
+            elapsed_ms=(t_end - t0) * 1e3,
+            timings_ms={"lines": (t_rec - t_lines) * 1e3, "recognize": (t_end - t_rec) * 1e3},
+        )
+
+
+def _as_rgb_array(image) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            return np.stack([image] * 3, axis=-1)
+        return np.ascontiguousarray(image[:, :, :3])
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image or an ndarray, got {type(image).__name__}")
+    return np.asarray(image.convert("RGB"))

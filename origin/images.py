@@ -1,0 +1,73 @@
+"""Safe decoding of untrusted uploads (NOTES §6).
+
+Only the formats we accept are tried, the pixel limit is ours (Pillow's only warns below 2×89 MP),
+a DecompressionBombWarning is an error, and every decoding failure becomes a 4xx.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from struct import error as struct_error  # Pillow raises it on some short headers
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import CorruptImage, EmptyUpload, ImageTooLarge, UnsupportedImage
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+CONTENT_TYPES = {
+    "image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/webp", "image/bmp",
+    "image/x-ms-bmp", "image/tiff", "image/gif",
+}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, EXIF orientation applied, alpha flattened on white
+    format: str
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """RGB with transparency composited on white (what a viewer shows on a white page)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bit rather than clip
+        img = img.point(lambda v: v / 256).convert("L") if img.mode.startswith("I;16") else img.convert("L")
+    return img.convert("RGB")
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
+    """Decode upload bytes into a normalised RGB image or raise a 4xx OriginError."""
+    if not data:
+        raise EmptyUpload()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(FORMATS))
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise CorruptImage("the image has no pixels")
+            if w * h > max_pixels:
+                raise ImageTooLarge(f"the image has {w}x{h} pixels, more than the limit of {max_pixels}")
+            img.load()  # first frame of GIF/TIFF; raises OSError when truncated
+            fmt = img.format or "unknown"
+            img = ImageOps.exif_transpose(img)
+            img = _flatten(img)
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImage() from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
+        # Pillow reports truncated/corrupt data through these (SyntaxError: broken headers)
+        raise CorruptImage(f"the image could not be decoded: {exc.__class__.__name__}") from exc
+    return DecodedImage(img, fmt)
+

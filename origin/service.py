@@ -1,0 +1,211 @@
+"""The upload flow: decode → fingerprint → exact key → verified near duplicate → single flight →
+recognise → store (source of truth) → index.
+
+Reuse rule (README "Key scheme"): an upload reuses a stored result only if
+  * its key exists in storage (same pixels, same model namespace), or
+  * a stored result of the same model namespace has a pHash within `hamming_distance` AND the
+    verifier (cache/verify.py) finds no local difference above its threshold.
+Everything else runs the recognizer and gets its own key.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol, TypeVar
+
+from PIL import Image
+
+from cache import verify
+from cache.errors import IndexUnavailable, StorageUnavailable
+from cache.fingerprint import Fingerprint, fingerprint
+from cache.index import Locker, ResultIndex
+from cache.keys import KeyDeriver, model_namespace
+from cache.store import RESULT, SIGNATURE, THUMBNAIL, ResultStore
+
+from . import metrics
+from .errors import StorageDown
+from .images import decode_image
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+THUMBNAIL_SIZE = (320, 320)
+_LOCK_DOWN = object()  # try_lock outcome when Redis is unavailable (distinct from "held": None)
+
+
+class Recognizer(Protocol):
+    """What the origin needs from ocr_core.Predictor."""
+    model_name: str
+    model_version: str
+
+    def read(self, image: Any, *, single_line: bool = False) -> Any: ...
+
+
+class RedisIndex(ResultIndex, Locker, Protocol):
+    """The index and the single-flight locks (RedisResultIndex provides both)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    match: str                 # "exact" | "near" | "waited" | "miss"
+    body: bytes | None = None  # the stored result JSON when this call wrote or read it
+
+    @property
+    def hit(self) -> bool:
+        return self.match != "miss"
+
+
+class OcrService:
+    """Built once per worker by create_app; holds the recognizer, store, index and key deriver."""
+
+    def __init__(self, settings: Settings, *, predictor: Recognizer, store: ResultStore,
+                 index: RedisIndex | None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.predictor = predictor
+        self.store = store
+        self.index = index
+        self.keys = KeyDeriver(settings.secret)
+        self.namespace = model_namespace(predictor.model_name, predictor.model_version)
+        self._clock = clock
+
+    # storage and index calls, translated and counted ---------------------------------------
+    def storage(self, op: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except StorageUnavailable as exc:
+            metrics.STORAGE_ERRORS.labels(op).inc()
+            logger.error("storage failed op=%s error=%s", op, exc)
+            raise StorageDown() from exc
+
+    def _redis(self, op: str, fn: Callable[[], T], default: Any) -> T | Any:
+        if self.index is None:
+            return default
+        try:
+            return fn()
+        except IndexUnavailable as exc:
+            metrics.REDIS_ERRORS.labels(op).inc()
+            logger.warning("redis unavailable op=%s dedup=skipped error=%s", op, exc)
+            return default
+
+    def _exists(self, key: str) -> bool:
+        return self.storage("exists", lambda: self.store.exists(key, RESULT))
+
+    # the flow --------------------------------------------------------------------------------
+    def submit(self, data: bytes) -> Outcome:
+        """Return the key of the result for these upload bytes, recognising only if needed."""
+        decoded = decode_image(data, max_pixels=self.settings.max_pixels)
+        metrics.UPLOADS.inc()
+        image = decoded.image
+        fp = fingerprint(image, data)
+        key = self.keys.derive(self.namespace, fp.pixel_digest)
+        if self._exists(key):
+            return self._done(Outcome(key, "exact"), fp)
+        near = self._near_duplicate(image, fp)
+        if near is not None:
+            return self._done(Outcome(near, "near"), fp)
+        return self._done(self._recognise_once(image, fp, key), fp)
+
+    def _done(self, outcome: Outcome, fp: Fingerprint) -> Outcome:
+        metrics.DEDUP.labels("hit" if outcome.hit else "miss", outcome.match).inc()
+        logger.info("upload done key=%s cache=%s match=%s phash=%s sha256=%s", outcome.key,
+                    "HIT" if outcome.hit else "MISS", outcome.match, fp.phash_hex, fp.sha256[:16])
+        return outcome
+
+    def _near_duplicate(self, image: Image.Image, fp: Fingerprint) -> str | None:
+        candidates = self._redis("candidates", lambda: self.index.candidates(
+            self.namespace, fp.phash, limit=self.settings.max_candidates), [])
+        for cand in candidates:
+            sig_bytes = self.storage("get", lambda: self.store.get(cand.key, SIGNATURE))
+            if sig_bytes is None:
+                continue  # index ahead of storage (deleted result): never trust the index alone
+            verdict = verify.compare(image, verify.decode_signature(sig_bytes))
+            logger.info("near-duplicate candidate key=%s distance=%d score=%.1f same=%s",
+                        cand.key, cand.distance, verdict.score, verdict.same)
+            if verdict.same:
+                return cand.key
+            metrics.NEAR_REJECTED.inc()
+        return None
+
+    def _try_lock(self, fp: Fingerprint) -> str | None | object:
+        return self._redis("lock", lambda: self.index.try_lock(
+            self.namespace, fp.pixel_digest, ttl_ms=self.settings.lock_ttl_ms), _LOCK_DOWN)
+
+    def _recognise_once(self, image: Image.Image, fp: Fingerprint, key: str) -> Outcome:
+        """Single flight on the pixel digest: one worker recognises, duplicates wait and reuse."""
+        token = self._try_lock(fp)
+        if token is None:
+            deadline = time.monotonic() + self.settings.lock_wait_s
+            delay = 0.02
+            while token is None and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.25)
+                if self._exists(key):
+                    return Outcome(key, "waited")
+                token = self._try_lock(fp)  # the leader failed or its lock expired: we lead
+            if token is None:
+                logger.warning("single flight wait timed out key=%s: recognising anyway", key)
+        try:
+            if isinstance(token, str) and self._exists(key):
+                return Outcome(key, "waited")  # the leader finished between our two checks
+            return self._recognise(image, fp, key)
+        finally:
+            if isinstance(token, str):
+                self._redis("unlock", lambda: self.index.unlock(self.namespace, fp.pixel_digest, token), None)
+
+    def _recognise(self, image: Image.Image, fp: Fingerprint, key: str) -> Outcome:
+        t0 = time.perf_counter()
+        result = self.predictor.read(image)
+        metrics.INFERENCE.observe(time.perf_counter() - t0)
+        created = self._clock()
+        doc = self._result_doc(key, fp, result, created)
+        body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # Order matters: signature and thumbnail first, result.json last (its presence = complete),
+        # then Redis, so the index never points at a result that storage does not have.
+        self.storage("put", lambda: self.store.put(
+            key, SIGNATURE, verify.encode_signature(verify.make_signature(image)), content_type="image/png"))
+        self.storage("put", lambda: self.store.put(key, THUMBNAIL, make_thumbnail(image),
+                                                   content_type="image/jpeg"))
+        created_now = self.storage("put", lambda: self.store.put(
+            key, RESULT, body, content_type="application/json; charset=utf-8"))
+        if not created_now:  # someone else stored it first: theirs is the result at this URL
+            body = self.storage("get", lambda: self.store.get(key, RESULT)) or body
+        self._redis("record", lambda: self.index.record(self.namespace, key, fp.phash, created_at=created), None)
+        return Outcome(key, "miss", body)
+
+    def _result_doc(self, key: str, fp: Fingerprint, result: Any, created: float) -> dict[str, Any]:
+        raw = result.to_dict()
+        lines = []
+        for line in raw.get("lines", []):
+            entry = {"text": line["text"], "confidence": round(float(line["confidence"]), 4),
+                     "box": [int(v) for v in line["box"]]}
+            if line.get("polygon") is not None:
+                entry["polygon"] = [[int(x), int(y)] for x, y in line["polygon"]]
+            lines.append(entry)
+        return {
+            "key": key,
+            "text": raw.get("text", result.text),
+            "lines": lines,
+            "phash": fp.phash_hex,
+            "sha256": fp.sha256,
+            "pixel_sha256": fp.pixel_digest,
+            "width": fp.width,
+            "height": fp.height,
+            "model": {"name": self.predictor.model_name, "version": self.predictor.model_version,
+                      "namespace": self.namespace},
+            "elapsed_ms": round(float(raw.get("elapsed_ms", result.elapsed_ms)), 2),
+            "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
+        }
+
+
+def make_thumbnail(image: Image.Image) -> bytes:
+    thumb = image.copy()
+    thumb.thumbnail(THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=80, optimize=True)
+    return buf.getvalue()

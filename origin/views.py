@@ -1,0 +1,162 @@
+"""HTTP routes. The CDN policy of each response is set here, next to the view that makes it."""
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from flask import (Blueprint, Response, current_app, jsonify, render_template, request)
+
+from cache.errors import IndexUnavailable, StorageUnavailable
+from cache.keys import is_valid_key
+from cache.store import RESULT, THUMBNAIL
+
+from . import metrics
+from .errors import (EmptyUpload, InvalidResultKey, OriginError, PayloadTooLarge, ResultNotFound,
+                     UnsupportedImage)
+from .images import CONTENT_TYPES
+from .service import OcrService
+
+logger = logging.getLogger(__name__)
+bp = Blueprint("origin", __name__)
+
+NO_STORE = "no-store"
+
+
+def service() -> OcrService:
+    return current_app.extensions["ocr"]
+
+
+def immutable(resp: Response) -> Response:
+    """Results never change once written: a CDN may keep them a week without revalidating."""
+    resp.headers["Cache-Control"] = f"public, max-age={service().settings.result_max_age}, immutable"
+    return resp
+
+
+def _upload_bytes() -> bytes:
+    limit = service().settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + 65536:
+        raise PayloadTooLarge(f"uploads are limited to {limit} bytes")
+    ctype = (request.mimetype or "").lower()
+    if ctype == "multipart/form-data":
+        f = request.files.get("image")
+        if f is None:
+            raise EmptyUpload("multipart upload without an `image` field")
+        data = f.read(limit + 1)
+    elif ctype in CONTENT_TYPES or ctype == "application/octet-stream":
+        data = request.get_data(cache=False)
+    else:
+        raise UnsupportedImage(f"send the image as multipart field `image` or as a raw body with an "
+                               f"image Content-Type (got {ctype or 'none'})")
+    if len(data) > limit:
+        raise PayloadTooLarge(f"uploads are limited to {limit} bytes")
+    return data
+
+
+def _wants_json() -> bool:
+    if request.args.get("format") == "json":
+        return True
+    accept = request.accept_mimetypes
+    return accept.quality("application/json") > accept.quality("text/html")
+
+
+@bp.post("/ocr")
+def upload() -> Response:
+    try:
+        outcome = service().submit(_upload_bytes())
+    except OriginError as exc:
+        if exc.status < 500:
+            metrics.REJECTED.labels(exc.code).inc()
+        raise
+    location = f"/results/{outcome.key}"
+    if _wants_json():
+        body = outcome.body or service().storage("get", lambda: service().store.get(outcome.key, RESULT))
+        if body is None:  # written a moment ago; only a concurrent deletion can get here
+            raise ResultNotFound()
+        resp = Response(body, status=200 if outcome.hit else 201,
+                        content_type="application/json; charset=utf-8")
+    else:
+        resp = jsonify({"key": outcome.key, "location": location})
+        resp.status_code = 303
+    resp.headers["Location"] = location
+    resp.headers["X-OCR-Cache"] = "HIT" if outcome.hit else "MISS"
+    resp.headers["Cache-Control"] = NO_STORE  # a cached 303 would pin one upload's answer (NOTES §3)
+    return resp
+
+
+def _stored(key: str, name: str, content_type: str) -> Response:
+    if not is_valid_key(key):  # before any storage access
+        raise InvalidResultKey()
+    body = service().storage("get", lambda: service().store.get(key, name))
+    if body is None:
+        raise ResultNotFound()
+    resp = Response(body, content_type=content_type)
+    resp.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    immutable(resp)
+    return resp.make_conditional(request)
+
+
+@bp.get("/results/<key>")
+def result(key: str) -> Response:
+    return _stored(key, RESULT, "application/json; charset=utf-8")
+
+
+@bp.get("/results/<key>/thumbnail.jpg")
+def thumbnail(key: str) -> Response:
+    return _stored(key, THUMBNAIL, "image/jpeg")
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    resp = jsonify({"status": "ok"})
+    resp.headers["Cache-Control"] = NO_STORE
+    return resp
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Ready when storage and model work. Redis is reported but not required: without it uploads
+    still work (no dedup), and taking every origin out of the pool for a shared Redis outage would
+    turn a degraded service into no service."""
+    svc = service()
+    checks: dict[str, str] = {}
+    ready = True
+    try:
+        svc.store.ping()
+        checks["storage"] = "ok"
+    except StorageUnavailable as exc:
+        metrics.STORAGE_ERRORS.labels("ping").inc()
+        checks["storage"] = f"error: {exc}"
+        ready = False
+    if svc.index is None:
+        checks["redis"] = "disabled"
+    else:
+        try:
+            svc.index.ping()
+            checks["redis"] = "ok"
+        except IndexUnavailable as exc:
+            metrics.REDIS_ERRORS.labels("ping").inc()
+            checks["redis"] = f"degraded: {exc}"
+    checks["model"] = f"ok {svc.predictor.model_name} {svc.predictor.model_version}"
+    resp = jsonify({"status": "ready" if ready else "unready", "checks": checks,
+                    "namespace": svc.namespace})
+    resp.status_code = 200 if ready else 503
+    resp.headers["Cache-Control"] = NO_STORE
+    return resp
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    body, ctype = metrics.render()
+    resp = Response(body, content_type=ctype)
+    resp.headers["Cache-Control"] = NO_STORE
+    return resp
+
+
+@bp.get("/")
+def index_page() -> Response:
+    svc = service()
+    resp = Response(render_template("index.html", max_upload_bytes=svc.settings.max_upload_bytes,
+                                    model_name=svc.predictor.model_name,
+                                    model_version=svc.predictor.model_version))
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp

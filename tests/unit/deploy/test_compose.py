@@ -1,0 +1,108 @@
+"""docker-compose.yml, .env.example and the Dockerfile, checked statically (no Docker engine here)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.servers import load_nginx_render
+
+ROOT = Path(__file__).resolve().parents[3]
+LONG_RUNNING = {"nginx", "origin", "redis", "s3"}
+# OCR_* variables that deployment code reads rather than origin/settings.py.
+DEPLOY_VARS_READ_BY = [ROOT / "deploy/gunicorn.conf.py", ROOT / "origin/cli.py"]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_services_and_healthchecks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert LONG_RUNNING <= set(services)
+    for name in LONG_RUNNING:
+        test = services[name].get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+    # The S3 server is a maintained one, not MinIO (archived).
+    assert not any("minio" in svc.get("image", "").lower() for svc in services.values())
+    assert "seaweedfs" in services["s3"]["image"]
+
+
+def test_depends_on_waits_for_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, svc in services.items():
+        deps = svc.get("depends_on", {})
+        assert isinstance(deps, dict), f"{name}: depends_on must use the long form with conditions"
+        for dep, spec in deps.items():
+            assert dep in services
+            assert spec["condition"] in ("service_healthy", "service_completed_successfully"), (name, dep)
+    origin = services["origin"]["depends_on"]
+    assert origin["redis"]["condition"] == origin["s3"]["condition"] == "service_healthy"
+    assert origin["s3-init"]["condition"] == "service_completed_successfully"
+    assert services["nginx"]["depends_on"]["origin"]["condition"] == "service_healthy"
+
+
+def test_mounted_files_exist_and_nginx_uses_the_same_template(compose: dict[str, Any]) -> None:
+    mounts = []
+    for svc in compose["services"].values():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":", 1)[0]
+            if src.startswith("./"):
+                assert (ROOT / src).exists(), f"mounted path {src} does not exist"
+                mounts.append(vol)
+    assert "./deploy/nginx/nginx.conf.template:/etc/nginx/templates/nginx.conf.template:ro" in mounts
+    nginx_env = env_of(compose["services"]["nginx"])
+    snippets_mount = [m for m in mounts if m.startswith("./deploy/nginx/snippets:")]
+    assert snippets_mount and snippets_mount[0].split(":")[1] == nginx_env["OCR_NGINX_SNIPPETS"]
+    # Every placeholder of the template gets a value from the nginx service environment.
+    missing = load_nginx_render().placeholders() - set(nginx_env)
+    assert not missing, f"nginx service lacks {missing}"
+    assert nginx_env["OCR_UPSTREAM"].split(":")[0] == "origin"
+    # The body limit is one variable for both sides.
+    assert nginx_env["OCR_MAX_UPLOAD_BYTES"] == env_of(compose["services"]["origin"])["OCR_MAX_UPLOAD_BYTES"]
+
+
+def test_origin_env_names_match_settings(compose: dict[str, Any]) -> None:
+    origin_env = env_of(compose["services"]["origin"])
+    settings_src = (ROOT / "origin/settings.py").read_text()
+    known = set(re.findall(r"OCR_[A-Z0-9_]+", settings_src))
+    for path in DEPLOY_VARS_READ_BY:
+        known |= set(re.findall(r"OCR_[A-Z0-9_]+", path.read_text()))
+    used = {k for k in origin_env if k.startswith("OCR_")}
+    assert used <= known, f"compose sets variables nobody reads: {used - known}"
+    for required in ("OCR_SECRET", "OCR_REDIS_URL", "OCR_STORAGE_URL", "OCR_S3_ENDPOINT_URL"):
+        assert required in origin_env and required in settings_src
+    assert origin_env["OCR_STORAGE_URL"].startswith("s3://")
+    assert origin_env["OCR_S3_ENDPOINT_URL"].startswith("http://s3:")
+
+
+def test_env_example_documents_every_variable_line_by_line(compose: dict[str, Any]) -> None:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    documented: set[str] = set()
+    for i, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            name = line.split("=", 1)[0]
+            assert i > 0 and lines[i - 1].startswith("#"), f"{name} has no comment line above it"
+            documented.add(name)
+    referenced = set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    assert referenced == documented, (referenced ^ documented)
+
+
+def test_dockerfile_installs_cpu_torch_first() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    torch_line = next(i for i, l in enumerate(text.splitlines()) if "torch==" in l and "RUN" in l)
+    project_line = next(i for i, l in enumerate(text.splitlines()) if "pip install" in l and "-e ." in l)
+    assert torch_line < project_line
+    assert "download.pytorch.org/whl/cpu" in text
+    assert "deploy/constraints.txt" in text
