@@ -121,13 +121,17 @@ def test_same_upload_twice_is_a_dedup_hit_without_inference(nginx: NginxServer, 
 
 
 def test_post_is_never_cached(nginx: NginxServer, origin: OriginServer, invoice: dict) -> None:
+    time.sleep(0.3)  # gunicorn writes its access line after the response: let earlier ones land
     before = origin.count_requests("POST", "/ocr")
     png = render_line(INVOICE)
     for _ in range(2):
         r = upload(nginx.url, png)
         assert r.status_code == 303
         assert r.headers.get("X-Cache-Status", "") == ""
-    time.sleep(0.2)  # gunicorn writes its access line after the response
+    deadline = time.monotonic() + 5
+    while origin.count_requests("POST", "/ocr") < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # and no third one shows up late
     assert origin.count_requests("POST", "/ocr") == before + 2
     posts = [e for e in nginx.access_entries() if e["method"] == "POST"]
     assert posts and {e["cache"] for e in posts} == {""}
