@@ -76,7 +76,7 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
         boxes.append((int(x), int(y), int(w), int(h)))
     if not boxes:
         return [whole_image_line(rgb)]
-    boxes = _split_tall(boxes, keep, glyph_h)
+    boxes = _drop_contained(_split_tall(boxes, keep, glyph_h))
     ordered = _reading_order(boxes, W)
     out = []
     for x, y, w, h in ordered:
@@ -109,24 +109,86 @@ def _split_tall(boxes: list[tuple[int, int, int, int]], ink: np.ndarray, glyph_h
     return out
 
 
+def _drop_contained(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Drop boxes lying mostly (≥ 70 %) inside a larger one: the same words would be read twice."""
+    boxes = sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+    kept: list[tuple[int, int, int, int]] = []
+    for x, y, w, h in boxes:
+        inside = False
+        for kx, ky, kw, kh in kept:
+            ix = max(0, min(x + w, kx + kw) - max(x, kx))
+            iy = max(0, min(y + h, ky + kh) - max(y, ky))
+            if ix * iy >= 0.7 * w * h:
+                inside = True
+                break
+        if not inside:
+            kept.append((x, y, w, h))
+    return kept
+
+
 def _reading_order(boxes: list[tuple[int, int, int, int]], page_w: int) -> list[tuple[int, int, int, int]]:
-    """Columns left to right (split at x positions no box crosses), top to bottom inside each."""
-    spans = sorted((x, x + w) for x, _, w, _ in boxes)
-    columns: list[list[int]] = []
-    for a, b in spans:
-        if columns and a <= columns[-1][1]:
-            columns[-1][1] = max(columns[-1][1], b)
+    """Recursive XY-cut: columns left to right, bands top to bottom, rows inside a band.
+
+    A vertical gutter that no box crosses splits a region into columns; where none exists (a title
+    spans the columns), the region is cut at its unusually wide horizontal gaps and each band is
+    ordered on its own, so a full-width heading above two columns is read before them.
+    """
+    if not boxes:
+        return []
+    glyph_h = float(np.median([h for _, _, _, h in boxes]))
+    return _xy_cut(boxes, glyph_h, depth=0)
+
+
+def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, int]]:
+    """Gaps (a, b) at least min_gap wide between the union of intervals."""
+    merged: list[list[int]] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
         else:
-            columns.append([a, b])
-    # A "column" narrower than 15 % of the page next to others is usually a label/value pair on
-    # one row (forms, tables): then one top-to-bottom order across the page reads better.
-    if len(columns) > 1 and min(b - a for a, b in columns) < 0.15 * page_w:
+            merged.append([a, b])
+    return [(p[1], q[0]) for p, q in zip(merged, merged[1:]) if q[0] - p[1] >= min_gap]
+
+
+def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int) -> list[tuple[int, int, int, int]]:
+    if len(boxes) <= 1 or depth > 8:
         return _rows(boxes)
-    out = []
-    for a, b in columns:
-        col = [bx for bx in boxes if a <= bx[0] and bx[0] + bx[2] <= b]
-        out.extend(_rows(col))
-    return out
+    x0 = min(b[0] for b in boxes)
+    x1 = max(b[0] + b[2] for b in boxes)
+    gutters = _gaps([(x, x + w) for x, _, w, _ in boxes], max(1.0, glyph_h))
+    if gutters:
+        cuts = [x0] + [(a + b) / 2 for a, b in gutters] + [x1]
+        cols = [[b for b in boxes if lo <= b[0] + b[2] / 2 < hi] for lo, hi in zip(cuts, cuts[1:])]
+        cols[-1] += [b for b in boxes if b[0] + b[2] / 2 >= x1]
+        cols = [c for c in cols if c]
+        # Columns of running text are wide and hold several lines. Narrow or single-line "columns"
+        # are label/value pairs and table cells: when most groups look like that, the region is a
+        # form or table and reads row by row across it. A lone stray group (a page number in the
+        # margin) joins its nearest text column instead of turning a page into one long table.
+        def is_text(c: list) -> bool:
+            return len(c) >= 2 and (max(b[0] + b[2] for b in c) - min(b[0] for b in c)) >= 0.15 * (x1 - x0)
+
+        text_cols = [i for i, c in enumerate(cols) if is_text(c)]
+        stray = [i for i in range(len(cols)) if i not in text_cols]
+        if len(text_cols) >= 2 and sum(len(cols[i]) for i in stray) <= 0.1 * len(boxes):
+            merged = {i: list(cols[i]) for i in text_cols}
+            for i in stray:
+                merged[min(text_cols, key=lambda j: abs(j - i))].extend(cols[i])
+            return [b for i in text_cols for b in _xy_cut(merged[i], glyph_h, depth + 1)]
+        return _rows(boxes)
+    gaps = _gaps([(y, y + h) for _, y, _, h in boxes], 1.0)
+    if len(gaps) >= 1:
+        widths = sorted(b - a for a, b in gaps)
+        typical = widths[len(widths) // 2]
+        # Only gaps clearly wider than the usual line spacing separate bands (headings, blocks).
+        wide = [(a, b) for a, b in gaps if (b - a) >= max(1.5 * typical, 0.8 * glyph_h)] if len(gaps) > 1 \
+            else [(a, b) for a, b in gaps if (b - a) >= 0.8 * glyph_h]
+        if wide:
+            cuts = [-1.0] + [(a + b) / 2 for a, b in wide] + [float("inf")]
+            bands = [[b for b in boxes if lo <= b[1] + b[3] / 2 < hi] for lo, hi in zip(cuts, cuts[1:])]
+            if len([bd for bd in bands if bd]) > 1:
+                return [b for bd in bands if bd for b in _xy_cut(bd, glyph_h, depth + 1)]
+    return _rows(boxes)
 
 
 def _rows(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:

@@ -22,6 +22,10 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "crnn.pt"
 # Lines are run in batches of similar width; a batch is capped in total input columns so padding
 # and memory stay bounded on pages with many long lines.
 MAX_BATCH_COLUMNS = 16_000
+# On pages, a "line" whose characters the model is on average less than even odds about is almost
+# always texture (fabric, foliage, photo edges) that the classical line finder took for text:
+# real text reads at 0.9+ per character. Lone crops given as a single line are never filtered.
+MIN_PAGE_CHAR_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class Predictor:
         for ln, d in zip(lines, decoded):
             text = d.text.strip()
             if not text:
+                continue
+            if not single_line and sum(d.char_confidences) / len(d.char_confidences) < MIN_PAGE_CHAR_CONFIDENCE:
                 continue
             out.append(OcrLine(text=text, confidence=d.confidence, box=ln.box, polygon=ln.polygon,
                                char_confidences=d.char_confidences))

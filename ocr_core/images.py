@@ -1,0 +1,33 @@
+"""Decoding image files for the CLI and the evaluator (the origin has its own, stricter decoder)."""
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Far above any page we read, far below what would exhaust memory.
+MAX_PIXELS = 60_000_000
+
+
+class ImageLoadError(ValueError):
+    """The bytes are not an image we can read."""
+
+
+def load_image(data: bytes) -> Image.Image:
+    """Bytes → RGB PIL image, EXIF orientation applied, transparency flattened on white."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageLoadError(f"{img.width}x{img.height} pixels is more than {MAX_PIXELS}")
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, ImageLoadError):
+            raise
+        raise ImageLoadError(f"not a readable image: {exc}") from exc
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return img.convert("RGB")

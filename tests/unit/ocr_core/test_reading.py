@@ -1,0 +1,125 @@
+"""The shipped weights really read: rendered lines, pages, the CLI and the evaluator."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ocr_core import Predictor
+from ocr_core.evaluate import Item, Scored, char_errors, normalise, summarise
+
+from .render import render_line, render_lines
+
+ROOT = Path(__file__).resolve().parents[3]
+SHARED_SCORE = ROOT.parent / "shared" / "eval" / "score.py"
+
+LINES = [
+    "Invoice No. 2026-0042 Total: $1,234.56",
+    "The quick brown fox jumps over the lazy dog",
+    "发票号码：12345678",
+    "今天天气很好，我们去公园散步。",
+    "合计金额 ¥7,200.00",
+]
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.load()
+
+
+@pytest.mark.parametrize("text", LINES)
+def test_reads_rendered_lines_exactly(predictor: Predictor, text: str) -> None:
+    result = predictor.read(render_line(text, size=28), single_line=True)
+    # exact under the dev sets' rule (a space beside a Chinese character carries no meaning)
+    assert normalise(result.text) == normalise(text)
+    (line,) = result.lines
+    assert 0.5 < line.confidence <= 1.0
+    assert len(line.char_confidences) == len(result.text)
+
+
+def test_reads_a_dark_mode_line(predictor: Predictor) -> None:
+    text = "Settings 设置 2026-11-23"
+    assert normalise(predictor.read(render_line(text, dark=True), single_line=True).text) == normalise(text)
+
+
+def test_reads_a_page_line_by_line_in_order(predictor: Predictor) -> None:
+    texts = ["Order 8812 shipped", "收货地址：上海市浦东新区", "Amount Due: $56.70"]
+    result = predictor.read(Image.fromarray(render_lines(texts)))
+    assert [normalise(ln.text) for ln in result.lines] == [normalise(t) for t in texts]
+    assert result.text == "\n".join(ln.text for ln in result.lines)
+    assert result.width > 0 and result.height > 0 and result.elapsed_ms > 0
+    d = result.to_dict()
+    assert set(d) >= {"text", "lines", "width", "height", "elapsed_ms"}
+    assert set(d["lines"][0]) >= {"text", "confidence", "box", "polygon", "char_confidences"}
+
+
+def test_model_identity_names_the_weights(predictor: Predictor) -> None:
+    assert predictor.model_name and predictor.model_version
+    # the version ends with a digest of the weights file: new weights, new key namespace upstream
+    assert len(predictor.model_version.rsplit("-", 1)[1]) == 12
+
+
+def test_cli_prints_one_json_object_per_image(tmp_path: Path) -> None:
+    good = tmp_path / "line.png"
+    Image.fromarray(render_line("Total: $1,234.56")).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    proc = subprocess.run([sys.executable, "-m", "ocr_core", "--single-line", str(good), str(bad)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # one image failed
+    first, second = (json.loads(line) for line in proc.stdout.splitlines())
+    assert first["text"] == "Total: $1,234.56" and first["elapsed_ms"] > 0 and first["lines"]
+    assert second["file"] == str(bad) and "error" in second
+
+
+def test_inference_never_imports_training_or_server_code() -> None:
+    code = ("import sys, ocr_core, ocr_core.predictor, ocr_core.evaluate;"
+            "bad = [m for m in sys.modules if m.startswith(('ocr_core.train', 'flask', 'redis', 'boto3'))];"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- evaluator
+CASES = [("你好，世界", "你好 ， 世界"), ("Hello  world", "Hello world"), ("Ｆｕｌｌ", "Full"),
+         ("a b c", "abc"), ("金额 ¥1,200.00", "金额¥7,200.00"), ("", "x")]
+
+
+def test_scoring_follows_the_dev_set_rule() -> None:
+    assert normalise("  你好 世界 ， ok  ") == "你好世界, ok"   # NFKC makes the comma half-width
+    assert normalise("Ａ  b") == "A b"
+    assert char_errors("a b c", "abc") == (2, 5)       # spaces between Latin words count
+    assert char_errors("金额 1", "金额1") == (0, 3)      # next to CJK they do not
+
+
+@pytest.mark.skipif(not SHARED_SCORE.exists(), reason="the shared dev-set scorer is not beside the checkout")
+def test_scoring_matches_the_reference_implementation() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("shared_score", SHARED_SCORE)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    for a, b in CASES:
+        assert char_errors(a, b) == ref.cer(a, b)
+
+
+def test_summary_aggregates_per_subset() -> None:
+    def scored(tags, errors, length, ms):
+        return Scored(Item("render", "lines", Path("x.png"), "r" * length, tags), "h", errors, length, ms)
+
+    rows = {r["subset"]: r for r in summarise([
+        scored(("clean", "light", "en"), 0, 10, 10.0),
+        scored(("camera", "dark", "zh"), 3, 10, 30.0),
+        scored(("clean", "dark", "zh"), 1, 20, 20.0),
+    ])}
+    assert rows["render lines all"]["cer"] == pytest.approx(4 / 40)
+    assert rows["render lines all"]["line_acc"] == pytest.approx(1 / 3)
+    assert rows["render lines all"]["median_ms"] == 20.0
+    assert rows["render lines zh"]["items"] == 2 and rows["render lines zh"]["cer"] == pytest.approx(4 / 30)
+    assert rows["render lines camera"]["cer"] == pytest.approx(0.3)
+    assert "render pages all" not in rows
