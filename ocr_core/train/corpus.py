@@ -231,6 +231,7 @@ class LineSampler:
     def random_chars(self) -> str:
         n = self.rng.randint(2, 14)
         pool = self.cjk_chars if self.rng.random() < 0.75 else self.symbols
+        pool = pool or self.symbols or [" "]  # a charset without CJK (tests, Latin-only models)
         return "".join(self.rng.choice(pool) for _ in range(n))
 
     def ui_line(self) -> str:

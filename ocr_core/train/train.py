@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--freeze-bn", action="store_true",
                    help="keep BatchNorm statistics fixed (small CPU batches fine-tuning a warm start)")
     p.add_argument("--val-every", type=float, default=150, help="seconds between validation + checkpoint")
+    p.add_argument("--val-lines", type=int, default=384, help="size of the fixed synthetic validation set")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     val_sampler = LineSampler(load_ingredients(args.ingredients), charset, seed=987654)
     val_renderer = LineRenderer(load_faces(args.fonts), seed=987654)
     val = []
-    while len(val) < 384:
+    while len(val) < args.val_lines:
         s = make_sample(val_sampler, val_renderer, charset)
         if s is not None:
             val.append(s)
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     trained, samples_total, loss_ema, last_log, last_val = 0.0, 0, None, t0, t0
     for batch in loader:
         trained = time.monotonic() - t0
-        if trained >= args.run_s:
+        if trained >= args.run_s or elapsed_before + trained >= args.total_s:
             break
         frac = (elapsed_before + trained) / args.total_s
         for g in opt.param_groups:
