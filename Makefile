@@ -24,7 +24,7 @@ STAMP := $(VENV)/.installed
 
 # check=package pairs for deploy/ensure-apt.sh (nothing happens when all are present).
 APT_RUN := nginx='nginx-light|nginx' redis-server=redis-server
-# Tests render text with DejaVu Sans; wrk is for bench/ (optional, the bench falls back to Python).
+# Tests render text with DejaVu Sans. (`make bench` adds wrk.)
 APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core
 
 .PHONY: help run test stop clean distclean deps apt-run apt-test nginx-check bench
@@ -38,8 +38,9 @@ apt-run:
 apt-test: apt-run
 	@deploy/ensure-apt.sh $(APT_TEST)
 
+# Debian's own python3 creates venvs only with python3-venv installed (no ensurepip otherwise).
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); deploy/ensure-apt.sh python3-venv && $(PYTHON) -m venv $(VENV); }
 
 # Reinstall the project when its metadata changes; torch first, from the local CPU wheel.
 $(STAMP): pyproject.toml deploy/constraints.txt | $(PY)
@@ -66,7 +67,9 @@ nginx-check: apt-run
 test: apt-test $(STAMP) nginx-check
 	$(PY) -m pytest
 
+# wrk gives the load figures; without it (no apt) the bench falls back to its Python client.
 bench: deps
+	@deploy/ensure-apt.sh wrk=wrk || echo "make bench: wrk not installed; using the Python client" >&2
 	$(PY) bench/load_bench.py
 
 # Removes caches and derived files; keeps results, the Redis data and the secret (your data).

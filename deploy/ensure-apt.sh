@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install Debian packages only when what they provide is missing (idempotent and quick).
 #
-#   deploy/ensure-apt.sh CHECK=PACKAGE[|FALLBACK] ...
+#   deploy/ensure-apt.sh CHECK=PACKAGE[|FALLBACK] ... PACKAGE ...
 #
 # CHECK is a command name (looked up in PATH and /usr/sbin) or an absolute file path.
 # PACKAGE|FALLBACK tries PACKAGE first (e.g. nginx-light|nginx across Debian releases).
+# A bare PACKAGE (no CHECK) is installed unless dpkg reports it installed.
 # Package maintainer scripts must not start system services (a system redis on 6379 or nginx
 # on 80 would collide with `make run`): a temporary policy-rc.d forbids it during the install.
 set -euo pipefail
@@ -13,7 +14,9 @@ missing=()
 for spec in "$@"; do
     check=${spec%%=*}
     pkg=${spec#*=}
-    if [[ $check == /* ]]; then
+    if [[ $spec != *=* ]]; then
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' && continue
+    elif [[ $check == /* ]]; then
         [[ -e $check ]] && continue
     else
         command -v "$check" >/dev/null 2>&1 && continue

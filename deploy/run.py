@@ -32,6 +32,8 @@ VAR = Path(os.environ.get("OCR_VAR_DIR", ROOT / "var")).resolve()
 RUN_DIR = VAR / "run"
 LAUNCHER_PID = RUN_DIR / "launcher.pid"
 CHILD_PIDS = RUN_DIR / "children.pids"  # "name pid" lines, for `stop` when the launcher is gone
+# gunicorn's own messages and the origin's structured log lines (`request_id=...`).
+ORIGIN_LOG = VAR / "log/origin/origin.log"
 
 
 def env_port(name: str, default: int) -> int:
@@ -50,6 +52,13 @@ def which(name: str) -> str:
     if not path:
         sys.exit(f"run: {name} not found; `make run` installs it (apt-get install -y {name})")
     return path
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no {path})"
 
 
 def load_render():
@@ -87,9 +96,16 @@ class Launcher:
         self.stopping = False
 
     def spawn(self, name: str, cmd: list[str], stop_signal: signal.Signals,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+              env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start a child in its own session (Ctrl-C reaches only the launcher); `log` gets its
+        stdout and stderr (appended), else they stay on the terminal."""
         logger.info("starting %s: %s", name, " ".join(cmd))
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        if log is None:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        else:
+            with log.open("ab") as out:
+                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+                                        stdout=out, stderr=subprocess.STDOUT)
         self.children.append((name, proc, stop_signal))
         with CHILD_PIDS.open("a") as f:
             f.write(f"{name} {proc.pid}\n")
@@ -150,11 +166,12 @@ class Launcher:
             "--bind", f"127.0.0.1:{self.origin_port}", "--workers", str(self.workers),
             "--access-logfile", str(VAR / "log/origin/access.log"),
             "--pid", str(RUN_DIR / "gunicorn.pid"),
-        ], signal.SIGTERM, env=self.origin_env())
+        ], signal.SIGTERM, env=self.origin_env(), log=ORIGIN_LOG)
         try:
             self.wait_ready(f"http://127.0.0.1:{self.origin_port}/healthz", gunicorn, 300)
         except RuntimeError as exc:
-            raise RuntimeError(f"origin (gunicorn origin.wsgi:app): {exc}") from None
+            raise RuntimeError(f"origin (gunicorn origin.wsgi:app): {exc}; last lines of "
+                               f"{ORIGIN_LOG}:\n{tail(ORIGIN_LOG)}") from None
 
         render = load_render()
         nginx_dir = VAR / "nginx"
@@ -172,6 +189,8 @@ class Launcher:
         self._wait_port(self.http_port, nginx, "nginx", 15)
         logger.info("serving on http://localhost:%d (origin 127.0.0.1:%d, redis 127.0.0.1:%d); "
                     "Ctrl-C or `make stop` stops all", self.http_port, self.origin_port, self.redis_port)
+        logger.info("logs: %s (origin), %s (nginx, JSON lines), %s", ORIGIN_LOG,
+                    VAR / "log/nginx/access.log", VAR / "log/redis.log")
 
     def _wait_port(self, port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -229,13 +248,18 @@ def run() -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def cmdline(pid: int) -> str:
@@ -260,12 +284,23 @@ def stop() -> int:
             return 1
     if CHILD_PIDS.exists():  # launcher was killed hard: stop only the pids it started
         signals = {"nginx": signal.SIGQUIT}
-        for line in CHILD_PIDS.read_text().splitlines():
+        signalled: list[tuple[str, int]] = []
+        # Same order as the launcher: nginx, gunicorn, then redis (which saves on SIGTERM).
+        for line in reversed(CHILD_PIDS.read_text().splitlines()):
             name, pid_s = line.split()
+            pid = int(pid_s)
             # The pid must still be the process we started (pids are reused after a crash).
-            if pid_alive(int(pid_s)) and name in cmdline(int(pid_s)):
-                os.kill(int(pid_s), signals.get(name, signal.SIGTERM))
-                print(f"sent stop signal to {name} (pid {pid_s})")
+            if pid_alive(pid) and name in cmdline(pid):
+                os.kill(pid, signals.get(name, signal.SIGTERM))
+                print(f"sent stop signal to {name} (pid {pid})")
+                signalled.append((name, pid))
+        deadline = time.monotonic() + 30
+        while any(pid_alive(pid) for _, pid in signalled) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [f"{name} (pid {pid})" for name, pid in signalled if pid_alive(pid)]
+        if left:
+            print(f"still running after 30 s: {', '.join(left)}", file=sys.stderr)
+            return 1
         CHILD_PIDS.unlink()
         LAUNCHER_PID.unlink(missing_ok=True)
         return 0

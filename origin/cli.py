@@ -2,7 +2,7 @@
 
     ocr-origin serve [--bind 127.0.0.1:8000] [--workers N] [-- GUNICORN_ARGS...]
     ocr-origin cachestats [--json] [--since 24h] [--bucket 1h] [--plot out.png] ACCESS_LOG...
-    ocr-origin doctor [--json] [--no-model-load] [--nginx-conf PATH]
+    ocr-origin doctor [--json] [--no-model-load] [--nginx-conf PATH] [--skip CHECK]
     ocr-origin reindex [--clear] ...          (same as `python -m cache reindex`)
 
 Subcommands import their modules lazily: `cachestats` must not pay for torch or Flask.
@@ -64,10 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     cachestats.build_parser(sub.add_parser("cachestats", help="hit ratio and latency from nginx's access log"))
 
+    from .doctor import CHECKS as doctor_checks  # light too: heavy imports happen inside checks
+
     p = sub.add_parser("doctor", help="check Redis, storage, model, secret and nginx config")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.add_argument("--no-model-load", action="store_true", help="check the weights file exists, do not load it")
     p.add_argument("--nginx-conf", type=Path, help="an already rendered nginx.conf to check instead")
+    p.add_argument("--skip", action="append", metavar="CHECK", choices=doctor_checks,
+                   help="leave a check out (repeatable), e.g. nginx inside the origin container")
 
     sub.add_parser("reindex", help="rebuild the Redis index from storage (python -m cache reindex)",
                    add_help=False)

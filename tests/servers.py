@@ -262,6 +262,14 @@ class OriginServer:
     def error_log(self) -> Path:
         return self.workdir / "error.log"
 
+    @property
+    def app_log(self) -> Path:
+        """The workers' stderr: the origin's own structured log lines (origin.logs.FORMAT)."""
+        return self.workdir / "app.log"
+
+    def app_log_lines(self) -> list[str]:
+        return self.app_log.read_text(errors="replace").splitlines() if self.app_log.exists() else []
+
     def access_lines(self) -> list[str]:
         return self.access_log.read_text().splitlines() if self.access_log.exists() else []
 
@@ -269,6 +277,16 @@ class OriginServer:
         """How many `METHOD path` requests reached this origin (from its access log)."""
         needle = f'"{method} {path} '
         return sum(needle in line for line in self.access_lines())
+
+    def settled_count(self, method: str, path: str, at_least: int, timeout: float = 5.0) -> int:
+        """count_requests() once it reaches `at_least` (gunicorn logs a request after answering
+        it, so a client can see the answer before the line exists), plus a moment for any
+        extra line to land; the count as it is after `timeout` otherwise."""
+        deadline = time.monotonic() + timeout
+        while self.count_requests(method, path) < at_least and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        return self.count_requests(method, path)
 
     def start(self) -> "OriginServer":
         import urllib.error
@@ -284,13 +302,15 @@ class OriginServer:
         cmd = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), self.app,
                "--bind", self.address, "--workers", str(self.workers),
                "--access-logfile", str(self.access_log), "--error-logfile", str(self.error_log)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with self.app_log.open("ab") as app_log:  # appended to across restarts
+            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env,
+                                         stdout=subprocess.DEVNULL, stderr=app_log)
         # Ready when the app answers (model loaded), not merely when the port is bound.
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{_tail(self.error_log)}")
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{_tail(self.error_log)}"
+                                   f"\n{_tail(self.app_log)}")
             try:
                 with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as resp:
                     if resp.status == 200:
@@ -299,7 +319,8 @@ class OriginServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"origin not ready after {self.start_timeout}s:\n{_tail(self.error_log)}")
+        raise RuntimeError(f"origin not ready after {self.start_timeout}s:\n{_tail(self.error_log)}"
+                           f"\n{_tail(self.app_log)}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

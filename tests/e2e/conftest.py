@@ -30,7 +30,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # ---------------------------------------------------------------- nginx against a scripted stub
 @pytest.fixture(scope="session")
 def stub_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OriginServer]:
-    server = OriginServer(tmp_path_factory.mktemp("stub-origin"), app="tests.e2e.stub_origin:app",
+    workdir = tmp_path_factory.mktemp("stub-origin")
+    server = OriginServer(workdir, {"OCR_STUB_STATE_DIR": str(workdir)}, app="tests.e2e.stub_origin:app",
                           workers=2, start_timeout=30)
     server.start()
     yield server

@@ -1,8 +1,8 @@
 """A tiny WSGI origin with scripted answers, to test the nginx config alone.
 
 It stands in for the real origin only in tests/e2e/test_nginx_config.py, where each path makes
-the upstream behave in one specific way (short TTL, redirect, 404, slow, echo headers). The real
-origin is exercised by tests/e2e/test_flow.py.
+the upstream behave in one specific way (short TTL, failing after one answer, redirect, 404,
+slow, echo headers). The real origin is exercised by tests/e2e/test_flow.py.
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def _json(start_response: StartResponse, status: str, body: object,
 
 
 IMMUTABLE = [("Cache-Control", "public, max-age=604800, immutable")]
+# Shared by the stub's workers: which "flaky" keys have already answered once.
+STATE_DIR = os.environ.get("OCR_STUB_STATE_DIR") or "/tmp"
 
 
 def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
@@ -45,6 +47,16 @@ def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
     # Each answer carries the serving pid and time so tests can tell a cached copy from a new one.
     stamp = {"key": name, "pid": os.getpid(), "served_at": time.time()}
     if name.startswith("short-ttl"):
+        return _json(start_response, "200 OK", stamp, [("Cache-Control", "public, max-age=1")])
+    if name.startswith("flaky"):
+        # First answer: 200 with a 1 s TTL; every later one: 503, as an origin in trouble.
+        marker = os.path.join(STATE_DIR, "stub-flaky-" + name.replace("/", "_"))
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return _json(start_response, "503 Service Unavailable", {"error": "unavailable"},
+                         [("Cache-Control", "no-store")])
+        os.close(fd)
         return _json(start_response, "200 OK", stamp, [("Cache-Control", "public, max-age=1")])
     if name.startswith("redirect"):
         # A cacheable-looking redirect: nginx must still not store it.

@@ -106,3 +106,63 @@ def test_dockerfile_installs_cpu_torch_first() -> None:
     assert torch_line < project_line
     assert "download.pytorch.org/whl/cpu" in text
     assert "deploy/constraints.txt" in text
+
+
+def test_redis_persists_to_a_volume(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert any(v.endswith(":/data") and not v.startswith("./") for v in redis["volumes"])
+    assert "redis-data" in compose["volumes"]
+
+
+def test_origin_runs_several_gunicorn_workers(compose: dict[str, Any]) -> None:
+    origin = compose["services"]["origin"]
+    assert origin["command"][:2] == ["ocr-origin", "serve"]  # gunicorn with deploy/gunicorn.conf.py
+    workers = env_of(origin)["OCR_WORKERS"]
+    m = re.fullmatch(r"\$\{OCR_WORKERS:-(\d+)\}", workers)
+    assert m and int(m.group(1)) >= 2, workers
+    assert "OCR_WORKERS" in (ROOT / "deploy/gunicorn.conf.py").read_text()
+    # prometheus_client needs a multiprocess dir to add up the workers' metrics.
+    assert env_of(origin)["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def test_bucket_is_created_at_start_and_is_the_one_the_origin_uses(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    init = services["s3-init"]
+    assert "s3.bucket.create" in " ".join(init["command"])
+    assert env_of(init)["OCR_S3_BUCKET"] == "${OCR_S3_BUCKET:-ocr-results}"
+    assert env_of(services["origin"])["OCR_STORAGE_URL"].startswith("s3://${OCR_S3_BUCKET:-ocr-results}/")
+    assert init["depends_on"]["s3"]["condition"] == "service_healthy"
+    assert init.get("restart") == "no"  # a one-shot job
+
+
+def test_healthchecks_probe_real_endpoints(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    template = load_nginx_render().TEMPLATE.read_text()
+    assert "/nginx-health" in " ".join(services["nginx"]["healthcheck"]["test"])
+    assert "location = /nginx-health" in template
+    assert "/readyz" in " ".join(services["origin"]["healthcheck"]["test"])
+    assert '@bp.get("/readyz")' in (ROOT / "origin/views.py").read_text()
+
+
+def test_only_nginx_is_published(compose: dict[str, Any]) -> None:
+    published = {name for name, svc in compose["services"].items() if svc.get("ports")}
+    assert published == {"nginx"}
+    assert compose["services"]["nginx"]["ports"] == ["${OCR_HTTP_PORT:-8080}:8080"]
+
+
+def test_envsubst_touches_only_our_placeholders(compose: dict[str, Any]) -> None:
+    """The nginx image substitutes every environment variable it knows, in `$NAME` form too:
+    the filter keeps it to OCR_*, and none of nginx's own variables may be spelt like one."""
+    nginx_env = env_of(compose["services"]["nginx"])
+    assert nginx_env["NGINX_ENVSUBST_FILTER"] == "^OCR_"
+    template = load_nginx_render().TEMPLATE.read_text()
+    bare = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", template))
+    assert not {name for name in bare if name.startswith("OCR_")}, "use ${OCR_...}, not $OCR_..."
+
+
+def test_origin_can_read_the_nginx_access_log_for_cachestats(compose: dict[str, Any]) -> None:
+    log_dir = env_of(compose["services"]["nginx"])["OCR_NGINX_LOG_DIR"]
+    assert f"nginx-logs:{log_dir}" in compose["services"]["nginx"]["volumes"]
+    assert f"nginx-logs:{log_dir}:ro" in compose["services"]["origin"]["volumes"]

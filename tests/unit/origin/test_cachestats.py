@@ -5,6 +5,7 @@ import gzip
 import json
 import math
 import random
+import re
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -191,3 +192,30 @@ def test_streams_a_large_log_in_bounded_memory(tmp_path: Path) -> None:
     assert 0.88 < stats.hit_ratio < 0.92
     # Key counters (5000 distinct keys, capped at 1000) and buckets dominate; never the file.
     assert peak < size / 5, (peak, size)
+
+
+def test_cli_since_and_bucket(known_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    since = (T0 + timedelta(hours=1)).isoformat()
+    assert cachestats.main(["--json", "--since", since, "--bucket", "30m", str(known_log)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["requests"] == 41 + 75 and out["skipped_by_time"] == 42
+    assert out["bucket_seconds"] == 1800
+    # Hour 1: 20 MISS + 20 HIT in minutes 0..19, EXPIRED at 59. Hour 2: 10 MISS and 60 HIT in
+    # the first half hour, the 5 POSTs (no cache status) at minutes 40..44.
+    assert [(b["start"], b["requests"]) for b in out["buckets"]] == [
+        ((T0 + timedelta(hours=1)).isoformat(), 40), ((T0 + timedelta(hours=1, minutes=30)).isoformat(), 1),
+        ((T0 + timedelta(hours=2)).isoformat(), 70), ((T0 + timedelta(hours=2, minutes=30)).isoformat(), 5)]
+    assert [b["hit_ratio"] for b in out["buckets"]] == [0.5, 0.0, pytest.approx(60 / 70, abs=1e-6), None]
+    # A duration counts back from now (parse_since is pinned above): far enough back, all lines.
+    assert cachestats.main(["--json", "--since", "100000w", str(known_log)]) == 0
+    assert json.loads(capsys.readouterr().out)["requests"] == 158
+
+
+def test_text_report_has_bytes_and_latency_lines(known_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cachestats.main([str(known_log)]) == 0
+    out = capsys.readouterr().out
+    assert "bytes             from cache 109.4 KiB, from origin 60.1 KiB" in out
+    assert "HIT: p50 0.0 ms" in out
+    miss_p50 = float(re.search(r"MISS: p50 ([\d.]+) ms", out).group(1))
+    assert miss_p50 == pytest.approx(29.0, rel=0.006)
+    assert "2 line(s) were not ocr_json records" in out

@@ -85,3 +85,26 @@ def test_cli_exit_code_and_json(healthy_env: dict[str, str], monkeypatch: pytest
     assert cli.main(["doctor", "--no-model-load"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  redis" in out and "1 problem(s): redis" in out
+
+
+def test_model_is_loaded_and_a_corrupt_file_is_named(tmp_path: Path) -> None:
+    shipped = doctor.check_model({}, load=True)
+    assert shipped.status == "ok" and "loaded from" in shipped.detail, shipped.detail
+    corrupt = tmp_path / "crnn.pt"
+    corrupt.write_bytes(b"this is not a torch checkpoint")
+    check = doctor.check_model({"OCR_MODEL_PATH": str(corrupt)}, load=True)
+    assert check.status == "FAIL" and "do not load" in check.detail and str(corrupt) in check.detail
+
+
+def test_skip_leaves_a_check_out(healthy_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Inside the origin container nginx runs elsewhere: `--skip nginx` keeps the exit status
+    about what this container can fix."""
+    for k, v in healthy_env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(doctor, "check_nginx", lambda env, conf=None: doctor.Check("nginx", "FAIL", "x"))
+    assert cli.main(["doctor", "--json", "--no-model-load"]) == 1
+    capsys.readouterr()
+    assert cli.main(["doctor", "--json", "--no-model-load", "--skip", "nginx"]) == 0
+    names = [c["name"] for c in json.loads(capsys.readouterr().out)["checks"]]
+    assert names == ["settings", "secret", "redis", "storage", "model"]
