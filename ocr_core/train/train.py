@@ -126,10 +126,10 @@ def lr_at(frac: float, peak: float, warm: float = 0.03, floor: float = 0.02) -> 
 
 def save_optimizer_small(opt: torch.optim.Optimizer) -> dict:
     sd = opt.state_dict()
-    for st in sd["state"].values():
-        for k in ("exp_avg", "exp_avg_sq"):
-            if k in st:
-                st[k] = st[k].to(torch.bfloat16).cpu()
+    # state_dict() shares the live per-parameter dicts: build new ones, never cast in place.
+    sd["state"] = {i: {k: (v.to(torch.bfloat16).cpu() if k in ("exp_avg", "exp_avg_sq") else v)
+                       for k, v in st.items()}
+                   for i, st in sd["state"].items()}
     return sd
 
 

@@ -40,7 +40,8 @@ def tiny_setup(tmp_path: Path) -> dict:
               {"name": "test", "version": "0", "charset": CHARS})
     return {"dir": tmp_path, "args": ["--fonts", str(fonts), "--ingredients", str(tmp_path / "ing.json.gz"),
                                       "--charset", str(tmp_path / "charset.txt"), "--workers", "0",
-                                      "--batch", "4", "--threads", "1", "--val-lines", "8", "--total-s", "60"]}
+                                      "--batch", "4", "--threads", "1", "--val-lines", "8", "--total-s", "60",
+                                      "--val-every", "1"]}  # periodic saves mid-run too
 
 
 def test_trains_checkpoints_and_resumes(tiny_setup: dict) -> None:
