@@ -205,4 +205,21 @@ def _rows(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, i
                 last.append(b)
                 continue
         rows.append([b])
-    return [b for row in rows for b in sorted(row, key=lambda r: r[0])]
+    return [b for row in rows for b in _join_row(sorted(row, key=lambda r: r[0]))]
+
+
+def _join_row(row: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Join pieces of one row split by a wide glyph gap (full-width punctuation such as "：", wide
+    word spacing): one crop reads better than fragments. Called inside a column, so gutters that
+    separate columns are never bridged."""
+    out = [row[0]]
+    for x, y, w, h in row[1:]:
+        px, py, pw, ph = out[-1]
+        gap = x - (px + pw)
+        overlap = min(py + ph, y + h) - max(py, y)
+        if gap < 1.5 * max(h, ph) and overlap >= 0.5 * min(h, ph):
+            x0, y0 = min(px, x), min(py, y)
+            out[-1] = (x0, y0, max(px + pw, x + w) - x0, max(py + ph, y + h) - y0)
+        else:
+            out.append((x, y, w, h))
+    return out
