@@ -175,6 +175,10 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int) 
             for i in stray:
                 merged[min(text_cols, key=lambda j: abs(j - i))].extend(cols[i])
             return [b for i in text_cols for b in _xy_cut(merged[i], glyph_h, depth + 1)]
+        if len(text_cols) == 1 and len(boxes) - len(cols[text_cols[0]]) <= 0.1 * len(boxes):
+            # One real column plus margin marks (page numbers, folios): the column first.
+            rest = [b for i in stray for b in cols[i]]
+            return _xy_cut(cols[text_cols[0]], glyph_h, depth + 1) + _rows(rest)
         return _rows(boxes)
     gaps = _gaps([(y, y + h) for _, y, _, h in boxes], 1.0)
     if len(gaps) >= 1:
@@ -188,7 +192,60 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int) 
             bands = [[b for b in boxes if lo <= b[1] + b[3] / 2 < hi] for lo, hi in zip(cuts, cuts[1:])]
             if len([bd for bd in bands if bd]) > 1:
                 return [b for bd in bands if bd for b in _xy_cut(bd, glyph_h, depth + 1)]
+    split = _split_at_blocked_gutter(boxes, glyph_h, x0, x1)
+    if split is not None:
+        return [b for part in split for b in _xy_cut(part, glyph_h, depth + 1)]
     return _rows(boxes)
+
+
+def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: float, x0: int,
+                             x1: int) -> list[list[tuple[int, int, int, int]]] | None:
+    """A gutter that a few boxes cross (a line smeared across it, a caption): split there.
+
+    Looks for the widest vertical band at least a glyph wide that at most 3 % of the boxes cross,
+    with real columns (several boxes, 15 % of the width) on both sides; crossing boxes are cut at
+    the gutter's centre. Returns [left, right] or None.
+    """
+    n = len(boxes)
+    if n < 12 or x1 - x0 < 4 * glyph_h:  # only blocks of many lines: short pages have ragged lines
+        return None
+    cover = np.zeros(x1 - x0 + 1, np.int32)
+    for x, _, w, _ in boxes:
+        cover[x - x0:x - x0 + w] += 1
+    low = cover <= max(1, int(0.03 * n))
+    best: tuple[int, int] | None = None
+    start = None
+    for i, v in enumerate(list(low) + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            if i - start >= glyph_h and (best is None or i - start > best[1] - best[0]):
+                a, b = x0 + start, x0 + i
+                if a - x0 >= 0.15 * (x1 - x0) and x1 - b >= 0.15 * (x1 - x0):
+                    best = (a, b)
+            start = None
+    if best is None:
+        return None
+    g = (best[0] + best[1]) // 2
+    left, right = [], []
+    for x, y, w, h in boxes:
+        if x + w <= g:
+            left.append((x, y, w, h))
+        elif x >= g:
+            right.append((x, y, w, h))
+        else:
+            if g - x >= glyph_h * 0.5:
+                left.append((x, y, g - x, h))
+            if x + w - g >= glyph_h * 0.5:
+                right.append((g, y, x + w - g, h))
+    if min(len(left), len(right)) < 0.25 * n:
+        return None
+    # Both sides must run down most of the block, as columns do (not a few long lines on one side).
+    y0, y1 = min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes)
+    for side in (left, right):
+        if max(b[1] + b[3] for b in side) - min(b[1] for b in side) < 0.6 * (y1 - y0):
+            return None
+    return [left, right]
 
 
 def _rows(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
@@ -217,7 +274,7 @@ def _join_row(row: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int,
         px, py, pw, ph = out[-1]
         gap = x - (px + pw)
         overlap = min(py + ph, y + h) - max(py, y)
-        if gap < 1.5 * max(h, ph) and overlap >= 0.5 * min(h, ph):
+        if gap < 1.2 * max(h, ph) and overlap >= 0.5 * min(h, ph):
             x0, y0 = min(px, x), min(py, y)
             out[-1] = (x0, y0, max(px + pw, x + w) - x0, max(py + ph, y + h) - y0)
         else:

@@ -162,3 +162,29 @@ def test_two_columns_are_read_one_after_the_other() -> None:
 def test_blank_image_has_no_lines_worth_reading() -> None:
     lines = find_lines(np.full((200, 300, 3), 255, np.uint8))
     assert len(lines) <= 1
+
+
+def test_heading_above_columns_and_a_margin_number_keep_column_order() -> None:
+    from PIL import Image, ImageDraw
+
+    from .render import font
+
+    f, big = font("x", 24), font("x", 40)
+    img = Image.new("RGB", (1400, 900), "white")
+    d = ImageDraw.Draw(img)
+    d.text((60, 40), "A heading that runs across both of the columns below", font=big, fill="black")
+    left = [f"left column line number {i}" for i in range(12)]
+    right = [f"right column line number {i}" for i in range(12)]
+    for i, (a, b) in enumerate(zip(left, right)):
+        d.text((60, 140 + i * 52), a, font=f, fill="black")
+        d.text((700, 140 + i * 52), b, font=f, fill="black")
+    d.text((1330, 860 - 30), "93", font=f, fill="black")       # folio in the right margin
+    lines = find_lines(np.asarray(img))
+    centres = _centres(lines)
+    heading = [i for i, (x, y) in enumerate(centres) if y < 110]
+    lefts = [i for i, (x, y) in enumerate(centres) if 110 < y < 800 and x < 650]
+    rights = [i for i, (x, y) in enumerate(centres) if 110 < y < 800 and 650 <= x < 1300]
+    assert heading == [0]
+    assert len(lefts) == 12 and len(rights) == 12
+    assert max(lefts) < min(rights)                            # the whole left column first
+    assert [centres[i][1] for i in lefts] == sorted(centres[i][1] for i in lefts)
