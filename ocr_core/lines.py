@@ -34,14 +34,28 @@ def crop_line(rgb: np.ndarray, line: TextLine) -> np.ndarray:
     return rgb[y:y + h, x:x + w]
 
 
-def _ink_mask(gray: np.ndarray) -> np.ndarray:
-    """Binary mask of ink (255) whatever the polarity of the page."""
+def _dark_mode(gray: np.ndarray) -> bool:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) < 128:          # dark mode: make ink dark on light
+    return bool(np.median(border) < 128)
+
+
+def _ink_mask(gray: np.ndarray, dark_mode: bool) -> np.ndarray:
+    """Binary mask (255) of ink darker than its surroundings, or lighter in dark mode."""
+    if dark_mode:
         gray = 255 - gray
     block = max(15, (min(gray.shape) // 40) | 1)
     mask = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 12)
     return mask
+
+
+def _glyphs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Connected components of a mask: labels, stats (background row dropped), plausible glyphs."""
+    H, W = mask.shape
+    _, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    comps = stats[1:]
+    hs, ws = comps[:, cv2.CC_STAT_HEIGHT], comps[:, cv2.CC_STAT_WIDTH]
+    plausible = (hs >= 6) & (hs < H * 0.5) & (ws < W * 0.5) & (comps[:, cv2.CC_STAT_AREA] >= 12)
+    return lab, comps, plausible
 
 
 def find_lines(rgb: np.ndarray) -> list[TextLine]:
@@ -49,19 +63,25 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
     H, W = gray.shape
     if H < 8 or W < 8:
         return [whole_image_line(rgb)]
-    mask = _ink_mask(gray)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    comps = stats[1:]
-    # Glyph height: median height of components that look like characters (not specks, not rules).
-    hs = comps[:, cv2.CC_STAT_HEIGHT]
-    ws = comps[:, cv2.CC_STAT_WIDTH]
-    plausible = (hs >= 6) & (hs < H * 0.5) & (ws < W * 0.5) & (comps[:, cv2.CC_STAT_AREA] >= 12)
+    # Ink of the page's dominant polarity (decided by its border), and, for photos, the opposite
+    # polarity too: a white label on dark cloth has dark text although its border is dark. The
+    # wrong polarity of a text line is one big connected background and fails the glyph test.
+    # Polarity: the border says dark mode or not, but a photo of a white label on dark cloth has a
+    # dark border and dark text. Of the two polarities, keep the one that yields more glyph-like
+    # components (the wrong one sees a text line as one big background blob).
+    dark = _dark_mode(gray)
+    mask = _ink_mask(gray, dark)
+    lab, comps, plausible = _glyphs(mask)
+    other = _ink_mask(gray, not dark)
+    lab2, comps2, plausible2 = _glyphs(other)
+    if plausible2.sum() > 1.5 * plausible.sum():
+        mask, lab, comps, plausible = other, lab2, comps2, plausible2
     if not plausible.any():
         return [whole_image_line(rgb)]
+    hs, ws = comps[:, cv2.CC_STAT_HEIGHT], comps[:, cv2.CC_STAT_WIDTH]
     glyph_h = float(np.median(hs[plausible]))
     # Keep only character-like components; drop long rules and big blocks (tables, photos).
     keep = np.zeros(mask.shape, np.uint8)
-    lab = cv2.connectedComponents(mask, connectivity=8)[1]
     good = np.flatnonzero(plausible & (hs < glyph_h * 3.5) & (ws < glyph_h * 25)) + 1
     keep[np.isin(lab, good)] = 255
     # Smear horizontally by ~1.2 glyph heights so words of a line merge but columns do not.

@@ -188,3 +188,19 @@ def test_heading_above_columns_and_a_margin_number_keep_column_order() -> None:
     assert len(lefts) == 12 and len(rights) == 12
     assert max(lefts) < min(rights)                            # the whole left column first
     assert [centres[i][1] for i in lefts] == sorted(centres[i][1] for i in lefts)
+
+
+def test_white_label_on_dark_cloth_is_read_with_the_label_polarity() -> None:
+    # The page border is dark (cloth) but the text is dark on the white label.
+    label = render_lines(["洗涤说明", "最高洗涤温度30℃", "不可漂白", "悬挂晾干"], size=12)  # small, as on labels
+    h, w = label.shape[:2]
+    rng = np.random.default_rng(0)
+    import cv2
+
+    cloth = cv2.GaussianBlur(rng.normal(0, 40, (h + 160, w + 160)), (0, 0), 6)  # folds, not speckle
+    page = np.repeat((80 + cloth).clip(0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    page[80:80 + h, 80:80 + w] = label
+    lines = find_lines(page)
+    inside = [ln for ln in lines if ln.box[0] >= 70 and ln.box[1] >= 70
+              and ln.box[0] + ln.box[2] <= w + 90 and ln.box[1] + ln.box[3] <= h + 90]
+    assert len(inside) == 4
