@@ -59,14 +59,17 @@ class OcrResult:
 class Predictor:
     """A loaded CRNN; build once per process and reuse (loading costs ~100 ms)."""
 
-    def __init__(self, model: CRNN, charset: Charset, *, name: str, version: str) -> None:
+    def __init__(self, model: CRNN, charset: Charset, *, name: str, version: str, jit: bool = False) -> None:
         self.model = model
+        # What runs the forward pass: the eager module, or a traced and frozen copy of it
+        # (constant-folded BatchNorm; bench/infer_variants.py measures whether it pays).
+        self.runner = _freeze(model) if jit else model
         self.charset = charset
         self.model_name = name
         self.model_version = version
 
     @classmethod
-    def load(cls, weights: str | Path | None = None, *, threads: int = 1) -> "Predictor":
+    def load(cls, weights: str | Path | None = None, *, threads: int = 1, jit: bool = False) -> "Predictor":
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         if threads:
             # One intra-op thread per worker process: torch's spinning OpenMP collapses when
@@ -80,7 +83,7 @@ class Predictor:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         version = f"{meta.get('version', 'dev')}-{digest}"
         logger.info("model loaded path=%s version=%s ms=%.0f", path, version, (time.perf_counter() - t0) * 1e3)
-        return cls(model, charset, name=meta.get("name", "crnn"), version=version)
+        return cls(model, charset, name=meta.get("name", "crnn"), version=version, jit=jit)
 
     def warm_up(self) -> None:
         """Run one small page through every stage: the first real request then pays no one-off
@@ -108,7 +111,7 @@ class Predictor:
             for j, i in enumerate(batch):
                 x[j, 0, :, : prepared[i].shape[1]] = prepared[i]
             with torch.inference_mode():
-                lp = self.model(torch.from_numpy(x)).numpy()            # N x T x C
+                lp = self.runner(torch.from_numpy(x)).numpy()           # N x T x C
             for j, i in enumerate(batch):
                 steps = prepared[i].shape[1] // 4
                 results[i] = greedy_decode(lp[j, :steps], self.charset)
@@ -150,6 +153,18 @@ class Predictor:
             elapsed_ms=(t_end - t0) * 1e3,
             timings_ms={"lines": (t_rec - t_lines) * 1e3, "recognize": (t_end - t_rec) * 1e3},
         )
+
+
+def _freeze(model: CRNN) -> torch.nn.Module:
+    """Trace on one example and freeze; widths and batch sizes stay dynamic (convolutions and the
+    LSTM take any), which tests/unit/ocr_core checks against the eager module."""
+    import warnings
+
+    example = torch.zeros(2, 1, 32, 64)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarning: the shape asserts are checked once here
+        traced = torch.jit.trace(model.eval(), example, check_trace=False)
+        return torch.jit.freeze(traced)
 
 
 def _as_rgb_array(image) -> np.ndarray:

@@ -123,3 +123,16 @@ def test_summary_aggregates_per_subset() -> None:
     assert rows["render lines zh"]["items"] == 2 and rows["render lines zh"]["cer"] == pytest.approx(4 / 30)
     assert rows["render lines camera"]["cer"] == pytest.approx(0.3)
     assert "render pages all" not in rows
+
+
+def test_frozen_torchscript_runner_matches_eager_on_any_width() -> None:
+    import torch
+
+    eager = Predictor.load()
+    frozen = Predictor.load(jit=True)
+    for n, w in ((1, 48), (3, 200), (2, 812)):
+        x = torch.rand(n, 1, 32, w) * 2 - 1
+        with torch.inference_mode():
+            assert torch.allclose(eager.runner(x), frozen.runner(x), atol=1e-3)
+    line = render_line("Total: $1,234.56 合计")
+    assert frozen.read(line, single_line=True).text == eager.read(line, single_line=True).text
