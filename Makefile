@@ -24,10 +24,14 @@ STAMP := $(VENV)/.installed
 
 # check=package pairs for deploy/ensure-apt.sh (nothing happens when all are present).
 APT_RUN := nginx='nginx-light|nginx' redis-server=redis-server
-# Tests render text with DejaVu Sans. (`make bench` adds wrk.)
-APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core
+# Tests render text with DejaVu Sans; the cache tests' corpus (tests/unit/cache/corpus.py) also
+# with Noto Sans CJK, WenQuanYi Micro Hei and Liberation. (`make bench` adds wrk.)
+APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core \
+	/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc=fonts-noto-cjk \
+	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc=fonts-wqy-microhei \
+	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation
 
-.PHONY: help run test stop clean distclean deps apt-run apt-test nginx-check bench
+.PHONY: help run test stop clean distclean deps apt-run apt-test nginx-check bench bench-deps bench-ocr evaluate weights
 
 help:
 	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
@@ -71,6 +75,29 @@ test: apt-test $(STAMP) nginx-check
 bench: deps
 	@deploy/ensure-apt.sh wrk=wrk || echo "make bench: wrk not installed; using the Python client" >&2
 	$(PY) bench/load_bench.py
+
+# The recognizer's peers for bench/ocr_bench.py: Tesseract (tesserocr wheel + Debian traineddata)
+# and RapidOCR. rapidocr-onnxruntime requires opencv-python, which would shadow our headless
+# OpenCV: it goes in without dependencies, and its real needs are listed here.
+bench-deps: deps
+	@deploy/ensure-apt.sh /usr/share/tesseract-ocr/5/tessdata/chi_sim.traineddata=tesseract-ocr-chi-sim \
+		/usr/share/tesseract-ocr/5/tessdata/eng.traineddata=tesseract-ocr-eng
+	$(PIP) install --quiet -c deploy/constraints.txt tesserocr onnxruntime pyclipper shapely six pyyaml tqdm
+	$(PIP) install --quiet --no-deps rapidocr-onnxruntime
+
+EVAL ?= ../shared/eval
+
+# Ours vs RapidOCR vs Tesseract on the dev sets, same run (figures: docs/benchmarks.md).
+bench-ocr: bench-deps
+	$(PY) bench/ocr_bench.py $(EVAL) --threads 2
+
+# CER, line accuracy and latency per dev subset.
+evaluate: deps
+	$(PY) -m ocr_core.evaluate $(EVAL)
+
+# Reproduce the shipped weights (fetch + convert the warm start, fonts, corpus, train, install).
+weights: deps
+	$(PY) -m ocr_core.train.reproduce --install
 
 # Removes caches and derived files; keeps results, the Redis data and the secret (your data).
 clean: stop

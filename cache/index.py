@@ -1,15 +1,24 @@
 """Near-duplicate index in Redis: multi-index hashing over 64-bit pHashes, plus single flight.
 
-Multi-index hashing (Norouzi et al., CVPR 2012): split the 64-bit hash into m = d + 1 bands. Two
-hashes within Hamming distance d differ in at most d bands, so (pigeonhole) at least one band is
-identical: exact lookups of the m band values of the query find *every* stored hash within d,
-without scanning. d = 4 gives 5 bands of 13/13/13/13/12 bits.
+Multi-index hashing (Norouzi et al., CVPR 2012): split the 64-bit hash into m bands. If two hashes
+are within Hamming distance d, their m bands differ in d bits in total, so (pigeonhole) at least
+one band differs in at most r = ⌊d / m⌋ bits. A lookup therefore reads, for every band, the
+buckets of all values within r bits of the query's band value, and finds *every* stored hash
+within d without scanning.
 
-Each band set holds, for every stored pHash whose band i has that value, the *other* 51-52 bits
-as an integer. Integers keep small sets in Redis's compact intset encoding, and values below 2**53
-are exact in Lua's doubles, so one Lua script can compute the Hamming distance on the server and
-return only true matches (one round trip even when a band bucket holds thousands of members).
-A second key per pHash lists the result keys that have it (newest first, capped).
+Layout: m = 3 bands of 22/21/21 bits, fixed whatever d is, so changing OCR_HAMMING_DISTANCE
+needs no reindex. With d = 4 (the default, README "Keys and reuse") r = 1: 3 × (1 + 21..22) = 67
+buckets per lookup, one round trip (a Lua script). The query's least stable bits
+(fingerprint.UNSTABLE_BITS) are not counted: their buckets are read for both values, so 4 such
+bits make 168-350 buckets. Why not the textbook m = d + 1 exact bands (5 × 13 bits): a 13-bit
+bucket holds n / 8,192 hashes, ~1,200 at 10^7, so each lookup filters ~6,000 members and the sets
+outgrow Redis's compact intset encoding (512 members), which doubles the memory (measured with
+that layout: 9.4 ms p50 and 516 B per result at 10^7; this one: docs/benchmarks.md).
+
+Each band set holds, for every stored pHash whose band i has that value, the *other* 42-43 bits
+as an integer: small sets of integers use the intset encoding, and values below 2**53 are exact
+in Lua's doubles, so the script computes Hamming distances on the server and returns only true
+matches. A second key per pHash lists the result keys that have it (newest first, capped).
 
 Redis is an accelerator, never the source of truth: every method raises IndexUnavailable on any
 Redis problem, quickly (no retries, 0.2 s connect / 0.5 s read timeouts) and, after a failure,
@@ -18,12 +27,13 @@ outage costs uploads nothing but dedup.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -39,13 +49,20 @@ T = TypeVar("T")
 # Results remembered per identical pHash. Documents from one template share a pHash (NOTES §2);
 # the newest ones are the likeliest re-uploads, and an evicted one only costs a MISS.
 MAX_KEYS_PER_PHASH = 64
-# With d + 1 bands the remaining bits must stay below 2**53 to be exact in Lua: d <= 4 (bands of
-# 12-13 bits, rests of 51-52 bits). Re-encodes and resizes move a document pHash by 0-2 (NOTES §2).
-MAX_RADIUS = 4
+# Re-encodes and resizes of a page move its pHash by 0-4 bits, rarely 6, and pHash distances
+# come in pairs (README "Keys and reuse"). Up to 5 the lookup stays at r = 1 (67 buckets); 6
+# would need r = 2 (~700 buckets per lookup).
+MAX_RADIUS = 5
+BAND_COUNT = 3
+# Each unstable query bit doubles the buckets read in its band: 4 cost 168-350 buckets per lookup.
+MAX_UNSTABLE_BITS = 6
 
-# KEYS[1..m]: the m band sets of the query (band i = KEYS[i]).
-# ARGV[1]: max distance d; ARGV[1+i]: the query's remaining bits for band i (decimal, < 2**53).
-# Returns a flat array: band index (0-based), stored remaining bits (string), distance, ...
+# KEYS[1..n]: the probed band sets.
+# ARGV[1]: max distance d; ARGV[2]: m (bands); ARGV[3..2+m]: the query's remaining bits for band i
+# (decimal, < 2**53); ARGV[3+m..2+2m]: which of those remaining bits count (the others are the
+# query's unstable bits, ignored); ARGV[3+2m..2+2m+n]: the band (1-based) of KEYS[j];
+# ARGV[3+2m+n..2+2m+2n]: how many counted bits KEYS[j]'s band value differs from the query's.
+# Returns a flat array: j (1-based index into KEYS), stored remaining bits (string), distance, ...
 _FILTER_LUA = """
 local function popcount(x)
   x = x - bit.band(bit.rshift(x, 1), 0x55555555)
@@ -57,19 +74,30 @@ local function popcount(x)
 end
 local TWO32 = 4294967296
 local d = tonumber(ARGV[1])
+local m = tonumber(ARGV[2])
+local n = #KEYS
+local qhi, qlo, mhi, mlo = {}, {}, {}, {}
+for i = 1, m do
+  local q = tonumber(ARGV[2 + i])
+  qhi[i] = math.floor(q / TWO32)
+  qlo[i] = q - qhi[i] * TWO32
+  local k = tonumber(ARGV[2 + m + i])
+  mhi[i] = math.floor(k / TWO32)
+  mlo[i] = k - mhi[i] * TWO32
+end
 local out = {}
-for i = 1, #KEYS do
-  local q = tonumber(ARGV[i + 1])
-  local qhi = math.floor(q / TWO32)
-  local qlo = q - qhi * TWO32
-  local members = redis.call('SMEMBERS', KEYS[i])
+for j = 1, n do
+  local band = tonumber(ARGV[2 + 2 * m + j])
+  local base = tonumber(ARGV[2 + 2 * m + n + j])
+  local members = redis.call('SMEMBERS', KEYS[j])
   for _, s in ipairs(members) do
     local r = tonumber(s)
     local hi = math.floor(r / TWO32)
     local lo = r - hi * TWO32
-    local dist = popcount(bit.bxor(hi, qhi)) + popcount(bit.bxor(lo, qlo))
+    local dist = base + popcount(bit.band(bit.bxor(hi, qhi[band]), mhi[band]))
+                      + popcount(bit.band(bit.bxor(lo, qlo[band]), mlo[band]))
     if dist <= d then
-      out[#out + 1] = i - 1
+      out[#out + 1] = j
       out[#out + 1] = s
       out[#out + 1] = dist
     end
@@ -97,7 +125,7 @@ class Candidate:
 class ResultIndex(Protocol):
     """Finds earlier results whose pHash is near a query. Raises IndexUnavailable when down."""
 
-    def candidates(self, namespace: str, phash: int, *, limit: int = 8) -> list[Candidate]: ...
+    def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0) -> list[Candidate]: ...
     def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None: ...
     def ping(self) -> None: ...
 
@@ -131,18 +159,44 @@ class Band:
         high = rest >> self.start
         return (high << (self.start + self.length)) | (value << self.start) | low
 
+    def neighbours(self, value: int, radius: int, free: int = 0) -> Iterator[tuple[int, int]]:
+        """(v, bits) for every band value v within `radius` bits of `value`, counting only bits
+        outside `free` (a mask of band bits that may take any value)."""
+        free_bits = [b for b in range(self.length) if free >> b & 1]
+        counted = [b for b in range(self.length) if not free >> b & 1]
+        for bits in range(radius + 1):
+            for flips in itertools.combinations(counted, bits):
+                v = value & ~free
+                for b in flips:
+                    v ^= 1 << b
+                for choice in range(1 << len(free_bits)):
+                    w = v
+                    for n, b in enumerate(free_bits):
+                        if choice >> n & 1:
+                            w |= 1 << b
+                    yield w, bits
 
-def bands_for_radius(radius: int) -> list[Band]:
-    """m = radius + 1 bands covering the 64 bits, sizes as equal as possible."""
-    if not 0 <= radius <= MAX_RADIUS:
-        raise ValueError(f"Hamming radius must be 0..{MAX_RADIUS}, got {radius}")
-    m = radius + 1
+
+def make_bands(count: int = BAND_COUNT) -> list[Band]:
+    """`count` bands covering the 64 bits, sizes as equal as possible (22/21/21 for 3)."""
     out, start = [], 0
-    for i in range(m):
-        length = PHASH_BITS // m + (1 if i < PHASH_BITS % m else 0)
+    for i in range(count):
+        length = PHASH_BITS // count + (1 if i < PHASH_BITS % count else 0)
         out.append(Band(start, length))
         start += length
+    # the rest of a hash without one band must stay exact in Lua's doubles
+    assert all(PHASH_BITS - b.length <= 53 for b in out), out
     return out
+
+
+BANDS = make_bands()
+
+
+def probe_radius(radius: int) -> int:
+    """Bits in which a probed band value may differ from the query's (pigeonhole: ⌊d / m⌋)."""
+    if not 0 <= radius <= MAX_RADIUS:
+        raise ValueError(f"Hamming radius must be 0..{MAX_RADIUS}, got {radius}")
+    return radius // len(BANDS)
 
 
 class CircuitBreaker:
@@ -195,7 +249,8 @@ class RedisResultIndex:
                  max_keys_per_phash: int = MAX_KEYS_PER_PHASH) -> None:
         self.client = client
         self.radius = radius
-        self.bands = bands_for_radius(radius)
+        self.bands = BANDS
+        self.probe = probe_radius(radius)
         self.max_keys_per_phash = max_keys_per_phash
         self.breaker = CircuitBreaker(breaker_cooldown)
         self._filter = client.register_script(_FILTER_LUA)
@@ -222,45 +277,66 @@ class RedisResultIndex:
         return result
 
     def _band_keys(self, ns: str, phash: int) -> list[str]:
-        return [redis_keys.band(ns, self.radius, i, b.value(phash)) for i, b in enumerate(self.bands)]
+        return [redis_keys.band(ns, i, b.value(phash)) for i, b in enumerate(self.bands)]
+
+    def _probes(self, ns: str, phash: int, unstable: int) -> list[tuple[str, int, int, int]]:
+        """(set key, band index, band value, counted bits from the query's band value) to read."""
+        return [(redis_keys.band(ns, i, v), i, v, bits)
+                for i, band in enumerate(self.bands)
+                for v, bits in band.neighbours(band.value(phash), self.probe, band.value(unstable))]
 
     # ResultIndex ---------------------------------------------------------------------------
-    def candidates(self, namespace: str, phash: int, *, limit: int = 8) -> list[Candidate]:
-        """Result keys whose pHash is within the radius, nearest first, newest first per pHash."""
-        keys = self._band_keys(namespace, phash)
-        args = [self.radius] + [b.rest(phash) for b in self.bands]
+    def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0) -> list[Candidate]:
+        """Result keys whose pHash is within the radius, nearest first, newest first per pHash.
+
+        `unstable`: bits of the query that are not counted (fingerprint.UNSTABLE_BITS; every
+        extra bit doubles the buckets read in its band). `Candidate.distance` is the full one.
+        """
+        if bin(unstable).count("1") > MAX_UNSTABLE_BITS:
+            raise ValueError(f"at most {MAX_UNSTABLE_BITS} unstable bits")
+        probes = self._probes(namespace, phash, unstable)
+        args = ([self.radius, len(self.bands)] + [b.rest(phash) for b in self.bands]
+                + [b.rest(~unstable & (1 << PHASH_BITS) - 1) for b in self.bands]
+                + [i + 1 for _, i, _, _ in probes] + [bits for _, _, _, bits in probes])
 
         def lookup() -> list[Candidate]:
-            flat = self._filter(keys=keys, args=args)
-            found: dict[int, int] = {}
-            for i in range(0, len(flat), 3):
-                band = self.bands[int(flat[i])]
-                h = band.join(band.value(phash), int(flat[i + 1]))
-                found[h] = int(flat[i + 2])
+            flat = self._filter(keys=[k for k, _, _, _ in probes], args=args)
+            found: set[int] = set()
+            for n in range(0, len(flat), 3):
+                _, i, value, _ = probes[int(flat[n]) - 1]
+                found.add(self.bands[i].join(value, int(flat[n + 1])))  # may come through several bands
             if not found:
                 return []
-            ordered = sorted(found.items(), key=lambda kv: (kv[1], kv[0]))
-            pipe = self.client.pipeline(transaction=False)
-            for h, _ in ordered:
-                pipe.zrevrange(redis_keys.phash_members(namespace, format_phash(h)), 0, limit - 1)
+            ordered = sorted((bin(h ^ phash).count("1"), h) for h in found)
             out: list[Candidate] = []
-            for (h, dist), members in zip(ordered, pipe.execute()):
-                out.extend(Candidate(m.decode(), h, dist) for m in members)
+            # Near a crowded template hundreds of pHashes match; every one has at least one key,
+            # so the nearest `limit` usually suffice: read key lists in batches of `limit`.
+            for start in range(0, len(ordered), limit):
+                batch = ordered[start:start + limit]
+                pipe = self.client.pipeline(transaction=False)
+                for _, h in batch:
+                    pipe.zrevrange(redis_keys.phash_members(namespace, format_phash(h)), 0, limit - 1)
+                for (dist, h), members in zip(batch, pipe.execute()):
+                    out.extend(Candidate(m.decode(), h, dist) for m in members)
+                if len(out) >= limit:
+                    break
             return out[:limit]
 
         return self._call("candidates", lookup)
 
+    def _queue_record(self, pipe: redis.client.Pipeline, ns: str, key: str, phash: int, created: float) -> None:
+        for band_key, band in zip(self._band_keys(ns, phash), self.bands):
+            pipe.sadd(band_key, band.rest(phash))
+        ph_key = redis_keys.phash_members(ns, format_phash(phash))
+        pipe.zadd(ph_key, {key: created}, nx=True)
+        pipe.zremrangebyrank(ph_key, 0, -(self.max_keys_per_phash + 1))
+
     def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None:
         """Add a stored result to the index (idempotent). Call only once the result is stored."""
-        ph_key = redis_keys.phash_members(namespace, format_phash(phash))
-
         def write() -> None:
             # one MULTI/EXEC: a crash never leaves a band entry without its key list
             pipe = self.client.pipeline(transaction=True)
-            for band_key, band in zip(self._band_keys(namespace, phash), self.bands):
-                pipe.sadd(band_key, band.rest(phash))
-            pipe.zadd(ph_key, {key: created_at}, nx=True)
-            pipe.zremrangebyrank(ph_key, 0, -(self.max_keys_per_phash + 1))
+            self._queue_record(pipe, namespace, key, phash, created_at)
             pipe.execute()
 
         self._call("record", write)
@@ -270,11 +346,7 @@ class RedisResultIndex:
         n = 0
         pipe = self.client.pipeline(transaction=False)
         for ns, key, phash, created in items:
-            for band_key, band in zip(self._band_keys(ns, phash), self.bands):
-                pipe.sadd(band_key, band.rest(phash))
-            ph_key = redis_keys.phash_members(ns, format_phash(phash))
-            pipe.zadd(ph_key, {key: created}, nx=True)
-            pipe.zremrangebyrank(ph_key, 0, -(self.max_keys_per_phash + 1))
+            self._queue_record(pipe, ns, key, phash, created)
             n += 1
             if n % batch == 0:
                 self._call("record_many", pipe.execute)
@@ -282,7 +354,7 @@ class RedisResultIndex:
         return n
 
     def clear(self) -> int:
-        """Delete every index key (all namespaces and radii); locks are left alone."""
+        """Delete every index key (all namespaces, older layouts too); locks are left alone."""
         def run() -> int:
             deleted = 0
             for pattern in redis_keys.index_patterns():

@@ -1,23 +1,28 @@
 """Every Redis key the project writes, in one place.
 
-All keys start with `ocr:v1:`; bump the version segment when a format below changes, so an old
+All keys start with `ocr:v2:`; bump the version segment when a format below changes, so an old
 index is ignored (and can be rebuilt with `python -m cache reindex`) instead of misread.
+v1 (before the index had its fixed 3-band layout) used `ocr:v1:band:{ns}:{d}:{i}:{value}` with
+5 bands of 13 bits; `clear()` still removes those keys.
 
-    ocr:v1:band:{ns}:{d}:{i}:{value}   SET of ints   multi-index band i (of a scheme for radius d):
+    ocr:v2:b:{ns}:{i}:{value}          SET of ints   multi-index band i (0..2, cache/index.py):
                                                      pHashes whose band i equals value, stored as
                                                      the remaining bits (an int < 2**53: intset
-                                                     encoded, exact in Lua's doubles)
-    ocr:v1:ph:{ns}:{phash16}           ZSET          result keys with that pHash, score = created
+                                                     encoded, exact in Lua's doubles). The short
+                                                     `b` matters: there are ~6 M of these keys
+                                                     at 10^7 results.
+    ocr:v2:ph:{ns}:{phash16}           ZSET          result keys with that pHash, score = created
                                                      unix time (newest first on lookup)
-    ocr:v1:lock:{ns}:{pixel_digest}    STRING        single-flight token, SET NX PX
+    ocr:v2:lock:{ns}:{pixel_digest}    STRING        single-flight token, SET NX PX
 """
 from __future__ import annotations
 
-PREFIX = "ocr:v1:"
+PREFIX = "ocr:v2:"
+_LEGACY_INDEX_PATTERNS = ("ocr:v1:band:*", "ocr:v1:ph:*")
 
 
-def band(ns: str, radius: int, index: int, value: int) -> str:
-    return f"{PREFIX}band:{ns}:{radius}:{index}:{value}"
+def band(ns: str, index: int, value: int) -> str:
+    return f"{PREFIX}b:{ns}:{index}:{value}"
 
 
 def phash_members(ns: str, phash_hex: str) -> str:
@@ -29,5 +34,5 @@ def lock(ns: str, pixel_digest: str) -> str:
 
 
 def index_patterns() -> tuple[str, ...]:
-    """SCAN patterns of every index key (bands and pHash members), not locks."""
-    return (f"{PREFIX}band:*", f"{PREFIX}ph:*")
+    """SCAN patterns of every index key (bands and pHash members, older layouts too), not locks."""
+    return (f"{PREFIX}b:*", f"{PREFIX}ph:*") + _LEGACY_INDEX_PATTERNS

@@ -1,4 +1,8 @@
-"""Rebuild the Redis near-duplicate index from storage (the source of truth)."""
+"""Rebuild the Redis near-duplicate index from storage (the source of truth).
+
+Indexes what the upload flow indexes: every complete result (result.json present) except pages
+over verify.MAX_PIXELS, which have no signature and are reused only when pixel-identical.
+"""
 from __future__ import annotations
 
 import json
@@ -10,6 +14,7 @@ from .fingerprint import parse_phash
 from .index import RedisResultIndex
 from .keys import key_namespace
 from .store import RESULT, ResultStore
+from . import verify
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +26,13 @@ def _entries(store: ResultStore, stats: dict[str, int]) -> Iterator[tuple[str, s
             doc = json.loads(body) if body is not None else None
             phash = parse_phash(doc["phash"])
             created = datetime.fromisoformat(doc["created_at"]).timestamp()
+            pixels = int(doc.get("width", 0)) * int(doc.get("height", 0))
         except (TypeError, KeyError, ValueError) as exc:
             stats["skipped"] += 1
             logger.warning("reindex skipped key=%s reason=%s", key, exc)
+            continue
+        if pixels > verify.MAX_PIXELS:
+            stats["exact_only"] += 1
             continue
         stats["indexed"] += 1
         yield key_namespace(key), key, phash, created
@@ -31,9 +40,10 @@ def _entries(store: ResultStore, stats: dict[str, int]) -> Iterator[tuple[str, s
 
 def reindex(store: ResultStore, index: RedisResultIndex, *, clear: bool = False) -> dict[str, int]:
     """Record every complete result of `store` in `index`; idempotent. Returns counts."""
-    stats = {"indexed": 0, "skipped": 0, "cleared": 0}
+    stats = {"indexed": 0, "skipped": 0, "exact_only": 0, "cleared": 0}
     if clear:
         stats["cleared"] = index.clear()
     index.record_many(_entries(store, stats))
-    logger.info("reindex done store=%r indexed=%d skipped=%d", store, stats["indexed"], stats["skipped"])
+    logger.info("reindex done store=%r indexed=%d skipped=%d exact_only=%d", store, stats["indexed"],
+                stats["skipped"], stats["exact_only"])
     return stats

@@ -1,10 +1,11 @@
 """The upload flow: decode → fingerprint → exact key → verified near duplicate → single flight →
 recognise → store (source of truth) → index.
 
-Reuse rule (README "Key scheme"): an upload reuses a stored result only if
+Reuse rule (README "Keys and reuse"): an upload reuses a stored result only if
   * its key exists in storage (same pixels, same model namespace), or
   * a stored result of the same model namespace has a pHash within `hamming_distance` AND the
-    verifier (cache/verify.py) finds no local difference above its threshold.
+    verifier (cache/verify.py) accepts it: same shape and scale, no faint ink, no local
+    difference above its threshold.
 Everything else runs the recognizer and gets its own key.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cache import verify
 from cache.errors import IndexUnavailable, StorageUnavailable
 from cache.fingerprint import Fingerprint, fingerprint
 from cache.index import Locker, ResultIndex
-from cache.keys import KeyDeriver, model_namespace
+from cache.keys import KeyDeriver, is_valid_key, model_namespace
 from cache.store import RESULT, SIGNATURE, THUMBNAIL, ResultStore
 
 from . import metrics
@@ -118,15 +119,32 @@ class OcrService:
         return outcome
 
     def _near_duplicate(self, image: Image.Image, fp: Fingerprint) -> str | None:
+        if not verify.can_match(image.width, image.height):
+            return None  # larger than any stored signature can be: exact reuse only
+        upload = verify.PreparedUpload(image)
+        if upload.faint:
+            logger.info("near-duplicate lookup skipped reason=faint content phash=%s", fp.phash_hex)
+            return None  # no candidate could pass: save the lookup and the signature reads
         candidates = self._redis("candidates", lambda: self.index.candidates(
-            self.namespace, fp.phash, limit=self.settings.max_candidates), [])
+            self.namespace, fp.phash, limit=self.settings.max_candidates, unstable=fp.unstable), [])
         for cand in candidates:
+            # Redis is not trusted: a malformed key never reaches storage, and another model's
+            # result is never served, whatever an index entry says.
+            if not is_valid_key(cand.key) or not cand.key.startswith(self.namespace):
+                logger.warning("near-duplicate candidate ignored key=%r reason=foreign or malformed", cand.key)
+                continue
             sig_bytes = self.storage("get", lambda: self.store.get(cand.key, SIGNATURE))
             if sig_bytes is None:
                 continue  # index ahead of storage (deleted result): never trust the index alone
-            verdict = verify.compare(image, verify.decode_signature(sig_bytes))
-            logger.info("near-duplicate candidate key=%s distance=%d score=%.1f same=%s",
-                        cand.key, cand.distance, verdict.score, verdict.same)
+            try:
+                signature = verify.decode_signature(sig_bytes)
+            except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "corrupt"
+                logger.error("near-duplicate candidate ignored key=%s reason=unreadable signature error=%s",
+                             cand.key, exc)
+                continue
+            verdict = verify.compare(upload, signature)
+            logger.info("near-duplicate candidate key=%s distance=%d score=%.1f same=%s reason=%s",
+                        cand.key, cand.distance, verdict.score, verdict.same, verdict.reason)
             if verdict.same:
                 return cand.key
             metrics.NEAR_REJECTED.inc()
@@ -167,15 +185,21 @@ class OcrService:
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         # Order matters: signature and thumbnail first, result.json last (its presence = complete),
         # then Redis, so the index never points at a result that storage does not have.
-        self.storage("put", lambda: self.store.put(
-            key, SIGNATURE, verify.encode_signature(verify.make_signature(image)), content_type="image/png"))
+        signature = verify.make_signature(image)
+        if signature is not None:
+            self.storage("put", lambda: self.store.put(
+                key, SIGNATURE, verify.encode_signature(signature), content_type="image/png"))
         self.storage("put", lambda: self.store.put(key, THUMBNAIL, make_thumbnail(image),
                                                    content_type="image/jpeg"))
         created_now = self.storage("put", lambda: self.store.put(
             key, RESULT, body, content_type="application/json; charset=utf-8"))
         if not created_now:  # someone else stored it first: theirs is the result at this URL
             body = self.storage("get", lambda: self.store.get(key, RESULT)) or body
-        self._redis("record", lambda: self.index.record(self.namespace, key, fp.phash, created_at=created), None)
+        if signature is None:
+            # nothing to verify a near duplicate against: not indexed, reused only when identical
+            logger.info("near-duplicate reuse off key=%s reason=page over %d pixels", key, verify.MAX_PIXELS)
+        else:
+            self._redis("record", lambda: self.index.record(self.namespace, key, fp.phash, created_at=created), None)
         return Outcome(key, "miss", body)
 
     def _result_doc(self, key: str, fp: Fingerprint, result: Any, created: float) -> dict[str, Any]:

@@ -51,6 +51,9 @@ CJK_EDITS = [("上", "土"), ("海", "梅"), ("日", "目"), ("期", "朝"), ("2
              ("办", "为"), ("三", "二")]
 
 
+INK = (20, 20, 20)
+
+
 @dataclass(frozen=True)
 class Doc:
     name: str
@@ -58,9 +61,11 @@ class Doc:
     font: str
     size: int
     width: int
+    ink: tuple[int, int, int] = INK
+    paper: tuple[int, int, int] = (255, 255, 255)
 
     def render(self) -> Image.Image:
-        return render_lines(self.lines, self.font, self.size, self.width)
+        return render_lines(self.lines, self.font, self.size, self.width, ink=self.ink, paper=self.paper)
 
 
 @lru_cache(maxsize=64)
@@ -68,19 +73,20 @@ def font(name: str, size: int) -> ImageFont.FreeTypeFont:
     path, index = FONTS[name]
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} missing: apt-get install -y fonts-noto-cjk fonts-wqy-microhei "
-                                "fonts-dejavu-core fonts-liberation")
+                                "fonts-dejavu-core fonts-liberation (or run `make test`)")
     return ImageFont.truetype(path, size, index=index)
 
 
-def render_lines(lines: tuple[str, ...], font_name: str, size: int, width: int) -> Image.Image:
-    """Render text lines black on white, left-aligned, at a fixed page width."""
+def render_lines(lines: tuple[str, ...], font_name: str, size: int, width: int, *,
+                 ink: tuple[int, int, int] = INK, paper: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Render text lines (near-black on white by default), left-aligned, at a fixed page width."""
     f = font(font_name, size)
     step = int(size * 1.6)
     height = step * len(lines) + 2 * size
-    img = Image.new("RGB", (width, height), "white")
+    img = Image.new("RGB", (width, height), paper)
     draw = ImageDraw.Draw(img)
     for i, line in enumerate(lines):
-        draw.text((size, size + i * step), line, font=f, fill=(20, 20, 20))
+        draw.text((size, size + i * step), line, font=f, fill=ink)
     return img
 
 

@@ -5,9 +5,10 @@ import io
 import pytest
 from PIL import Image, ImageDraw
 
-from cache.fingerprint import fingerprint, format_phash, parse_phash, phash64, pixel_digest
+from cache.fingerprint import (UNSTABLE_BITS, fingerprint, format_phash, parse_phash, phash64,
+                               phash_and_unstable, pixel_digest)
 
-from .corpus import encode, render_lines, with_exif
+from .corpus import encode, one_char_pairs, render_lines, variants, with_exif
 
 
 def _page() -> Image.Image:
@@ -23,10 +24,30 @@ def test_phash_pinned() -> None:
 
 
 def test_phash_matches_imagehash_hex() -> None:
+    """Our step-by-step pHash (it also needs each bit's margin) is imagehash's, bit for bit."""
+    import random
+
     import imagehash
 
-    img = _page()
-    assert format_phash(phash64(img)) == str(imagehash.phash(img))
+    rng = random.Random(3)
+    pages = [_page()] + [a.render() for a, _ in one_char_pairs(12, seed=3)]
+    for img in pages:
+        for candidate in (img, Image.open(io.BytesIO(variants(img, rng)[0][1])).convert("RGB")):
+            assert format_phash(phash64(candidate)) == str(imagehash.phash(candidate))
+
+
+def test_unstable_bits_cover_a_sparse_page_reencoding() -> None:
+    """Small text on a wide page: JPEG moves the pHash by 6, all of it in the query's least
+    stable bits but 4 or fewer, so the lookup (d = 4, those bits ignored) still finds it."""
+    a, _ = one_char_pairs(50, seed=99)[13]
+    img = a.render()
+    assert (a.font, a.size, a.width) == ("wqy-microhei", 11, 1280)
+    stored = phash64(img)
+    jpeg = Image.open(io.BytesIO(encode(img, "JPEG", quality=95))).convert("RGB")
+    query, unstable = phash_and_unstable(jpeg)
+    assert bin(unstable).count("1") == UNSTABLE_BITS
+    assert bin(query ^ stored).count("1") > 4
+    assert bin((query ^ stored) & ~unstable).count("1") <= 4
 
 
 def test_pixel_digest_ignores_container_and_metadata() -> None:

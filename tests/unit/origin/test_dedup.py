@@ -1,16 +1,23 @@
 """Cache correctness through the whole upload flow (issue 4): real Redis, real storage."""
 from __future__ import annotations
 
+import logging
 import random
 import threading
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
+from cache import verify
+from cache.__main__ import main as cache_main
+from cache.fingerprint import phash64
+from cache.index import RedisResultIndex
 from cache.keys import model_namespace
 from cache.store import FileResultStore, S3ResultStore
 from origin import create_app
-from tests.servers import free_port
-from tests.unit.cache.corpus import encode, one_char_pairs, variants
+from tests.servers import RedisServer, free_port
+from tests.unit.cache.corpus import CJK_FONTS, Doc, encode, one_char_pairs, render_lines, variants
 
 from .conftest import CountingPredictor
 from .helpers import page, png, upload
@@ -30,32 +37,93 @@ def any_store(request, tmp_path):
     return S3ResultStore(request.getfixturevalue("s3_bucket"), "results")
 
 
-def test_corpus_one_char_pairs_never_share_and_variants_always_do(client, predictor) -> None:
-    """50 one-character pairs (ASCII and Chinese, 4+ fonts, 11-30 px) get 100 distinct keys;
-    100 re-encodings/resizes/EXIF variants of the first pages all reuse their page's key."""
+def _rejections(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if r.getMessage().startswith("near-duplicate candidate")
+               and "same=False" in r.getMessage())
+
+
+def test_corpus_one_char_pairs_never_share_and_variants_always_do(client, predictor, caplog) -> None:
+    """50 one-character pairs (ASCII and Chinese, 4+ fonts, 11-30 px) get 100 distinct keys, the
+    changed page arriving re-encoded or resized; 100 re-encodings/resizes/EXIF variants of the
+    first pages (every kind at least 14 times) all reuse their page's key without inference."""
+    caplog.set_level(logging.INFO, logger="origin.service")
     rng = random.Random(5)
     keys: dict[str, str] = {}
-    for a, b in PAIRS:
+    for i, (a, b) in enumerate(PAIRS):
         ia, ib = a.render(), b.render()
         keys[a.name] = _key(upload(client, encode(ia, "PNG")))
-        # the changed page, uploaded as a JPEG: pHash says "same", the verifier must say no
-        resp = upload(client, encode(ib, "JPEG", quality=90))
-        assert resp.headers["X-OCR-Cache"] == "MISS", f"{b.name}: one-character change reused {a.name}"
+        # the changed page as a client would re-send it: JPEG, optimised PNG, resized PNG, resized
+        # JPEG. pHash says "same" for all 50 pairs (d <= 4); the verifier must say no
+        name, data = variants(ib, rng)[i % 4]
+        resp = upload(client, data)
+        assert resp.headers["X-OCR-Cache"] == "MISS", f"{b.name} ({name}): one-character change reused {a.name}"
         keys[b.name] = _key(resp)
         assert keys[a.name] != keys[b.name]
     assert len(set(keys.values())) == 2 * len(PAIRS)
-    calls = predictor.calls
-    assert calls == 2 * len(PAIRS)
+    assert predictor.calls == 2 * len(PAIRS)
+    # the test is only worth something if the pHash candidates were found and refused
+    assert _rejections(caplog) >= 45
 
-    reused = 0
-    for a, _ in PAIRS:
-        for name, data in rng.sample(variants(a.render(), rng), 2):
+    calls = predictor.calls
+    kinds: dict[str, int] = {}
+    for i, (a, _) in enumerate(PAIRS):
+        page_variants = variants(a.render(), rng)
+        for j in (2 * i, 2 * i + 1):
+            name, data = page_variants[j % len(page_variants)]
             resp = upload(client, data)
             assert resp.headers["X-OCR-Cache"] == "HIT", f"{a.name} {name} not reused"
             assert _key(resp) == keys[a.name], f"{a.name} {name} got another key"
-            reused += 1
-    assert reused >= 100
+            kind = name.split("-")[0].rstrip("0123456789.")
+            kinds[kind] = kinds.get(kind, 0) + 1
+    assert sum(kinds.values()) >= 100
+    assert set(kinds) == {"jpeg", "png", "resize", "exif", "webp"} and min(kinds.values()) >= 14
     assert predictor.calls == calls  # no inference for any variant
+
+
+@pytest.mark.parametrize("amount_colon", [":", "："])
+def test_invoice_amount_1200_vs_7200_never_share_a_key(client, predictor, amount_colon, caplog) -> None:
+    """The issue's example, through the upload path: pHash distance 0-2, so only the verifier
+    keeps 金额:¥7,200.00 from being served 金额:¥1,200.00's text."""
+    caplog.set_level(logging.INFO, logger="origin.service")
+    seen: set[str] = set()
+    for font in CJK_FONTS:
+        for size in (14, 20, 28):
+            def invoice(amount: str) -> Any:
+                return render_lines(("发票号码：20260042", f"金额{amount_colon}¥{amount}", "开票日期：2026年03月22日"),
+                                    font, size, size * 24)
+
+            first, second = invoice("1,200.00"), invoice("7,200.00")
+            assert bin(phash64(first) ^ phash64(second)).count("1") <= verify_radius(client)
+            k1 = _key(upload(client, png(first)))
+            resp = upload(client, png(second))
+            assert resp.headers["X-OCR-Cache"] == "MISS", f"{font} {size}px: 7,200.00 reused 1,200.00's result"
+            k2 = _key(resp)
+            assert k2 != k1
+            # and a re-encoding of the second invoice finds the second, not the first
+            again = upload(client, encode(second, "JPEG", quality=85))
+            assert again.headers["X-OCR-Cache"] == "HIT" and _key(again) == k2
+            seen.update({k1, k2})
+    assert len(seen) == 2 * len(CJK_FONTS) * 3
+    assert _rejections(caplog) >= 2 * len(CJK_FONTS) * 3  # every second page met its twin and was refused
+
+
+def verify_radius(client) -> int:
+    return client.application.extensions["ocr"].settings.hamming_distance
+
+
+def test_faint_one_char_pairs_are_recognised_separately(client, predictor) -> None:
+    """Grey/yellow text: the verifier cannot see a change there, so such pages never reuse by
+    similarity (they are reused when pixel-identical only)."""
+    rng = random.Random(12)
+    inks = [(200, 200, 200), (170, 170, 170), (230, 200, 0)]
+    for i, (a, b) in enumerate(one_char_pairs(9, seed=123)):
+        ink = inks[i % len(inks)]
+        ia = Doc(a.name, a.lines, a.font, a.size, a.width, ink=ink).render()
+        ib = Doc(b.name, b.lines, b.font, b.size, b.width, ink=ink).render()
+        ka = _key(upload(client, png(ia)))
+        resp = upload(client, variants(ib, rng)[i % 4][1])
+        assert resp.headers["X-OCR-Cache"] == "MISS" and _key(resp) != ka, (b.name, ink)
+        assert _key(upload(client, png(ia))) == ka  # identical pixels: still one result
 
 
 def test_near_duplicate_hit_redirects_to_original(client, predictor) -> None:
@@ -105,8 +173,6 @@ def test_stale_lock_of_crashed_worker_does_not_block(app, predictor, settings) -
 
 
 def test_redis_down_uploads_still_work(settings, predictor, caplog) -> None:
-    from dataclasses import replace
-
     down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     client = create_app(down, predictor=predictor).test_client()
     first = upload(client, png())
@@ -125,8 +191,6 @@ def test_redis_down_uploads_still_work(settings, predictor, caplog) -> None:
 
 
 def test_redis_disabled_by_empty_url(settings, predictor) -> None:
-    from dataclasses import replace
-
     client = create_app(replace(settings, redis_url=""), predictor=predictor).test_client()
     assert upload(client, png()).status_code == 303
     assert client.get("/readyz").get_json()["checks"]["redis"] == "disabled"
@@ -156,8 +220,6 @@ def test_new_model_version_new_namespace_old_results_readable(settings, predicto
 
 
 def test_same_key_on_every_origin_of_a_deployment(settings, predictor, tmp_path) -> None:
-    from dataclasses import replace
-
     other = replace(settings, storage_url=f"file://{tmp_path / 'other-origin'}")
     k1 = _key(upload(create_app(settings, predictor=predictor).test_client(), png()))
     k2 = _key(upload(create_app(other, predictor=predictor).test_client(), png()))
@@ -186,8 +248,98 @@ def test_index_entry_without_storage_is_ignored(app, predictor, settings) -> Non
     svc = app.extensions["ocr"]
     client = app.test_client()
     img = page("ghost entry")
-    from cache.fingerprint import phash64
 
     svc.index.record(svc.namespace, svc.namespace + "a" * 28, phash64(img), created_at=1.0)
     resp = upload(client, png(img))
     assert resp.headers["X-OCR-Cache"] == "MISS" and _key(resp) != svc.namespace + "a" * 28
+
+
+class _StopsRedisWhileRecognising(CountingPredictor):
+    """Stops the real redis-server in the middle of the first upload, after the lookup and the
+    single-flight lock, before the result is stored and indexed."""
+
+    def __init__(self, inner: Any, server: RedisServer) -> None:
+        super().__init__(inner)
+        self.server = server
+
+    def read(self, image: Any, *, single_line: bool = False) -> Any:
+        if self.calls == 0:
+            self.server.stop()
+        return super().read(image, single_line=single_line)
+
+
+def test_redis_stopped_mid_upload_then_restarted_and_reindexed(settings, predictor, tmp_path, caplog) -> None:
+    """Storage is the source of truth: Redis dies mid-upload, uploads keep working without dedup
+    (logged), results are served, and `python -m cache reindex` restores near-duplicate reuse."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        stopper = _StopsRedisWhileRecognising(predictor.inner, server)
+        # cooldown 0: every call tries Redis again, so the test needs no clock
+        index = RedisResultIndex.from_url(server.url, breaker_cooldown=0)
+        conf = replace(settings, redis_url=server.url)
+        client = create_app(conf, predictor=stopper, index=index).test_client()
+        img, other = page("Outage invoice 2026-0042"), page("Outage invoice 2026-0043")
+
+        first = upload(client, png(img))  # Redis stops while this one is being recognised
+        assert server.proc is None
+        assert first.status_code == 303 and first.headers["X-OCR-Cache"] == "MISS"
+        key = _key(first)
+        assert client.get(f"/results/{key}").get_json()["key"] == key
+        assert any(r.getMessage().startswith("redis unavailable op=record") for r in caplog.records)
+
+        # Redis down: a new image is recognised; an identical upload is still an exact HIT
+        second = upload(client, png(other))
+        assert second.status_code == 303 and second.headers["X-OCR-Cache"] == "MISS"
+        again = upload(client, png(img))
+        assert again.headers["X-OCR-Cache"] == "HIT" and _key(again) == key
+        # ...but a re-encoding cannot be matched without the index: its own recognition, never wrong
+        jpeg = upload(client, encode(img, "JPEG", quality=85))
+        assert jpeg.status_code == 303 and jpeg.headers["X-OCR-Cache"] == "MISS" and _key(jpeg) != key
+        assert stopper.calls == 3
+        assert client.get("/readyz").get_json()["checks"]["redis"].startswith("degraded")
+
+        # Redis back (empty: no persistence); rebuild the index from storage, then dedup works
+        server.start()
+        other_jpeg = upload(client, encode(other, "JPEG", quality=85))
+        assert other_jpeg.headers["X-OCR-Cache"] == "MISS"  # the index is empty until rebuilt
+        assert cache_main(["reindex", "--clear", "--redis-url", server.url, "--storage-url", conf.storage_url]) == 0
+        calls = stopper.calls
+        # the outage left two results per image (PNG and JPEG); a re-encoding reuses one of them
+        for image, same_content in ((img, {key, _key(jpeg)}), (other, {_key(second), _key(other_jpeg)})):
+            resp = upload(client, encode(image, "JPEG", quality=75))
+            assert resp.headers["X-OCR-Cache"] == "HIT" and _key(resp) in same_content
+        assert stopper.calls == calls
+    finally:
+        server.stop()
+
+
+def test_foreign_or_malformed_index_entries_never_reach_storage(app, predictor, monkeypatch) -> None:
+    """Redis is not trusted: an entry with a malformed key or another model's key is skipped
+    before any storage access, and the upload is recognised normally."""
+    svc = app.extensions["ocr"]
+    img = page("poisoned index")
+    ph = phash64(img)
+    other_ns = model_namespace("another-model", "1")
+    svc.index.record(svc.namespace, "../../etc/passwd" + "a" * 16, ph, created_at=3.0)
+    svc.index.record(svc.namespace, other_ns + "a" * 28, ph, created_at=2.0)
+    asked: list[str] = []
+    real_get = svc.store.get
+    monkeypatch.setattr(svc.store, "get", lambda key, name: asked.append(key) or real_get(key, name))
+    resp = upload(app.test_client(), png(img))
+    assert resp.status_code == 303 and resp.headers["X-OCR-Cache"] == "MISS"
+    assert all(k.startswith(svc.namespace) and len(k) == 32 for k in asked), asked
+    assert predictor.calls == 1
+
+
+def test_pages_over_signature_limit_are_reused_only_when_identical(client, predictor, app, monkeypatch,
+                                                                  redis_client) -> None:
+    monkeypatch.setattr(verify, "MAX_PIXELS", 60_000)  # the page below has 640 x 124 = 79,360
+    img = page("A large scan 2026-0042")
+    assert img.width * img.height > verify.MAX_PIXELS
+    key = _key(upload(client, png(img)))
+    store = app.extensions["ocr"].store
+    assert store.exists(key, "result.json") and not store.exists(key, "signature.png")
+    assert redis_client.dbsize() == 0  # not indexed: nothing to verify a near duplicate against
+    assert _key(upload(client, png(img))) == key  # identical pixels: exact HIT
+    assert upload(client, encode(img, "JPEG", quality=90)).headers["X-OCR-Cache"] == "MISS"
+    assert predictor.calls == 2
