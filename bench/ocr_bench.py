@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ocr_core.evaluate import Item, char_errors, load_items  # noqa: E402
+from ocr_core.evaluate import Item, char_errors, limit_items, load_items  # noqa: E402
 from ocr_core.images import load_image  # noqa: E402
 
 TESSDATA_DIRS = ["/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata"]
@@ -122,13 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {name}: {exc}", file=sys.stderr)
     items = load_items(args.eval_dir, args.sets.split(","))
     if args.limit:
-        count: dict = defaultdict(int)
-        kept = []
-        for it in items:
-            count[(it.set, it.kind)] += 1
-            if count[(it.set, it.kind)] <= args.limit:
-                kept.append(it)
-        items = kept
+        items = limit_items(items, args.limit)
 
     warm = np.full((32, 160, 3), 255, np.uint8)
     warm[10:22, 8:150] = 0

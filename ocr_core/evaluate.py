@@ -109,6 +109,17 @@ def load_items(root: Path, sets: list[str]) -> list[Item]:
     return items
 
 
+def limit_items(items: list[Item], n: int) -> list[Item]:
+    """The first n items of each (set, kind), in order: a quick look at every subset."""
+    seen: dict[tuple[str, str], int] = {}
+    kept = []
+    for it in items:
+        seen[(it.set, it.kind)] = seen.get((it.set, it.kind), 0) + 1
+        if seen[(it.set, it.kind)] <= n:
+            kept.append(it)
+    return kept
+
+
 # Subsets reported per (set, kind): (name, tag it needs or None for all).
 SUBSETS = {
     ("render", "lines"): [("all", None), ("clean", "clean"), ("camera", "camera"), ("dark", "dark"),
@@ -173,12 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     items = [it for it in load_items(args.eval_dir, args.sets.split(",")) if it.kind in args.kinds.split(",")]
     if args.limit:
-        kept, seen = [], {}
-        for it in items:
-            seen[(it.set, it.kind)] = seen.get((it.set, it.kind), 0) + 1
-            if seen[(it.set, it.kind)] <= args.limit:
-                kept.append(it)
-        items = kept
+        items = limit_items(items, args.limit)
     predictor = Predictor.load(args.weights, threads=args.threads)
     predictor.read(_warmup_image(), single_line=True)  # first call pays one-off allocations
     scored = evaluate(predictor, items, progress=True)

@@ -115,18 +115,17 @@ def _split_tall(boxes: list[tuple[int, int, int, int]], ink: np.ndarray, glyph_h
             out.append((x, y, w, h))
             continue
         prof = (ink[y:y + h, x:x + w] > 0).sum(axis=1)
-        rows = prof > max(1, 0.02 * w)
-        start = None
-        for i, r in enumerate(list(rows) + [False]):
-            if r and start is None:
-                start = i
-            elif not r and start is not None:
-                if i - start >= glyph_h * 0.4:
-                    sub = ink[y + start:y + i, x:x + w]
-                    cols = np.flatnonzero(sub.any(axis=0))
-                    out.append((x + int(cols[0]), y + start, int(cols[-1] - cols[0] + 1), i - start))
-                start = None
+        for start, end in _runs(prof > max(1, 0.02 * w)):
+            if end - start >= glyph_h * 0.4:
+                cols = np.flatnonzero(ink[y + start:y + end, x:x + w].any(axis=0))
+                out.append((x + int(cols[0]), y + start, int(cols[-1] - cols[0] + 1), end - start))
     return out
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of True in a 1-D boolean array, end exclusive."""
+    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
 def _drop_contained(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
@@ -234,16 +233,11 @@ def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: fl
         cover[x - x0:x - x0 + w] += 1
     low = cover <= max(1, int(0.03 * n))
     best: tuple[int, int] | None = None
-    start = None
-    for i, v in enumerate(list(low) + [False]):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            if i - start >= glyph_h and (best is None or i - start > best[1] - best[0]):
-                a, b = x0 + start, x0 + i
-                if a - x0 >= 0.15 * (x1 - x0) and x1 - b >= 0.15 * (x1 - x0):
-                    best = (a, b)
-            start = None
+    for start, end in _runs(low):
+        a, b = x0 + start, x0 + end
+        if (end - start >= glyph_h and (best is None or end - start > best[1] - best[0])
+                and a - x0 >= 0.15 * (x1 - x0) and x1 - b >= 0.15 * (x1 - x0)):
+            best = (a, b)
     if best is None:
         return None
     g = (best[0] + best[1]) // 2

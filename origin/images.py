@@ -13,6 +13,8 @@ from struct import error as struct_error  # Pillow raises it on some short heade
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ocr_core.images import to_rgb
+
 from .errors import CorruptImage, EmptyUpload, ImageTooLarge, UnsupportedImage
 
 logger = logging.getLogger(__name__)
@@ -28,21 +30,6 @@ CONTENT_TYPES = {
 class DecodedImage:
     image: Image.Image  # RGB, EXIF orientation applied, alpha flattened on white
     format: str
-
-
-def _flatten(img: Image.Image) -> Image.Image:
-    """RGB with transparency composited on white (what a viewer shows on a white page)."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to 8 bit rather than clip
-        img = img.point(lambda v: v / 256).convert("L") if img.mode.startswith("I;16") else img.convert("L")
-    return img.convert("RGB")
 
 
 def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
@@ -61,7 +48,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             img.load()  # first frame of GIF/TIFF; raises OSError when truncated
             fmt = img.format or "unknown"
             img = ImageOps.exif_transpose(img)
-            img = _flatten(img)
+            img = to_rgb(img)
     except UnidentifiedImageError as exc:
         raise UnsupportedImage() from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ocr_core.charset import Charset
+from ocr_core.evaluate import levenshtein
 from ocr_core.model import CRNN, CRNNConfig, WIDTH_STRIDE, load_crnn, save_crnn
 from ocr_core.preprocess import prepare_line_u8
 from ocr_core.train.corpus import LineSampler, load_ingredients
@@ -106,15 +107,7 @@ def forward(model: CRNN, x: torch.Tensor, bf16: bool) -> torch.Tensor:
 
 
 def cer(preds: list[str], refs: list[str]) -> float:
-    def lev(a: str, b: str) -> int:
-        prev = list(range(len(b) + 1))
-        for i, ca in enumerate(a, 1):
-            cur = [i]
-            for j, cb in enumerate(b, 1):
-                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-            prev = cur
-        return prev[-1]
-    return sum(lev(p, r) for p, r in zip(preds, refs)) / max(1, sum(len(r) for r in refs))
+    return sum(levenshtein(p, r) for p, r in zip(preds, refs)) / max(1, sum(len(r) for r in refs))
 
 
 def lr_at(frac: float, peak: float, warm: float = 0.03, floor: float = 0.02) -> float:
