@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import requests
@@ -106,11 +106,20 @@ class Launcher:
                 os.kill(pid, signal.SIGKILL)
 
 
+STUB_APP = "tests.e2e.stub_origin:app"
+
+
 @pytest.fixture
-def launchers(tmp_path: Path) -> Iterator[list[Launcher]]:
-    started: list[Launcher] = []
-    yield started
-    for launcher in started:
+def new_launcher(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
+    """Make a launcher in this test's temp dir; whatever it left running is killed afterwards."""
+    made: list[Launcher] = []
+
+    def make(app: str | None = None) -> Launcher:
+        made.append(Launcher(tmp_path, app=app))
+        return made[-1]
+
+    yield make
+    for launcher in made:
         launcher.kill()
 
 
@@ -123,9 +132,8 @@ def assert_all_stopped(launcher: Launcher, children: dict[str, int], timeout: fl
 
 
 def test_make_run_serves_the_flow_with_embedded_defaults_and_make_stop_stops_all(
-        tmp_path: Path, launchers: list[Launcher]) -> None:
-    launcher = Launcher(tmp_path)
-    launchers.append(launcher)
+        new_launcher: Callable[..., Launcher]) -> None:
+    launcher = new_launcher()
     launcher.start()
     children = launcher.children()
     assert set(children) == {"redis-server", "gunicorn", "nginx"}
@@ -170,9 +178,8 @@ def test_make_run_serves_the_flow_with_embedded_defaults_and_make_stop_stops_all
     assert (launcher.var / "results" / key / "result.json").exists()  # data stays
 
 
-def test_ctrl_c_stops_everything(tmp_path: Path, launchers: list[Launcher]) -> None:
-    launcher = Launcher(tmp_path, app="tests.e2e.stub_origin:app")
-    launchers.append(launcher)
+def test_ctrl_c_stops_everything(new_launcher: Callable[..., Launcher]) -> None:
+    launcher = new_launcher(app=STUB_APP)
     launcher.start()
     children = launcher.children()
     assert launcher.proc is not None
@@ -181,9 +188,8 @@ def test_ctrl_c_stops_everything(tmp_path: Path, launchers: list[Launcher]) -> N
     assert_all_stopped(launcher, children)
 
 
-def test_make_stop_after_the_launcher_was_killed(tmp_path: Path, launchers: list[Launcher]) -> None:
-    launcher = Launcher(tmp_path, app="tests.e2e.stub_origin:app")
-    launchers.append(launcher)
+def test_make_stop_after_the_launcher_was_killed(new_launcher: Callable[..., Launcher]) -> None:
+    launcher = new_launcher(app=STUB_APP)
     launcher.start()
     children = launcher.children()
     assert launcher.proc is not None
@@ -196,9 +202,8 @@ def test_make_stop_after_the_launcher_was_killed(tmp_path: Path, launchers: list
     assert_all_stopped(launcher, children)
 
 
-def test_ports_in_use_are_refused_with_a_clear_message(tmp_path: Path, launchers: list[Launcher]) -> None:
-    launcher = Launcher(tmp_path, app="tests.e2e.stub_origin:app")
-    launchers.append(launcher)
+def test_ports_in_use_are_refused_with_a_clear_message(new_launcher: Callable[..., Launcher]) -> None:
+    launcher = new_launcher(app=STUB_APP)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", launcher.ports["OCR_HTTP_PORT"]))
         busy.listen()
