@@ -96,7 +96,7 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
         boxes.append((int(x), int(y), int(w), int(h)))
     if not boxes:
         return [whole_image_line(rgb)]
-    boxes = _drop_contained(_split_tall(boxes, keep, glyph_h))
+    boxes = _split_touching(_drop_contained(_split_tall(boxes, keep, glyph_h)), keep)
     ordered = _reading_order(boxes, W)
     out = []
     for x, y, w, h in ordered:
@@ -119,6 +119,42 @@ def _split_tall(boxes: list[tuple[int, int, int, int]], ink: np.ndarray, glyph_h
             if end - start >= glyph_h * 0.4:
                 cols = np.flatnonzero(ink[y + start:y + end, x:x + w].any(axis=0))
                 out.append((x + int(cols[0]), y + start, int(cols[-1] - cols[0] + 1), end - start))
+    return out
+
+
+def _split_touching(boxes: list[tuple[int, int, int, int]], ink: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Split blobs holding k ≥ 2 lines whose descenders and ascenders touch (tight leading leaves
+    no empty row for `_split_tall`): cut near each expected line boundary at the row with the
+    least ink, but only where that row is clearly sparser than the text's rows, so one tall
+    heading is never cut through its glyphs."""
+    if len(boxes) < 3:
+        return boxes
+    line_h = float(np.median([h for _, _, _, h in boxes]))
+    out = []
+    for x, y, w, h in boxes:
+        k = int(round(h / line_h))
+        if h < 1.6 * line_h or k < 2:
+            out.append((x, y, w, h))
+            continue
+        prof = (ink[y:y + h, x:x + w] > 0).sum(axis=1).astype(np.float32)
+        prof = np.convolve(prof, np.ones(3, np.float32) / 3, mode="same")
+        typical = float(np.median(prof[prof > 0])) if (prof > 0).any() else 0.0
+        step = h / k
+        cuts = []
+        for j in range(1, k):
+            lo, hi = int(j * step - 0.3 * step), int(j * step + 0.3 * step) + 1
+            c = lo + int(np.argmin(prof[lo:hi]))
+            if prof[c] < 0.35 * typical:
+                cuts.append(c)
+        if not cuts:
+            out.append((x, y, w, h))
+            continue
+        for a, b in zip([0, *cuts], [*cuts, h]):
+            sub = ink[y + a:y + b, x:x + w] > 0
+            rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
+            if len(rows) and rows[-1] - rows[0] + 1 >= 0.3 * line_h:
+                out.append((x + int(cols[0]), y + a + int(rows[0]), int(cols[-1] - cols[0] + 1),
+                            int(rows[-1] - rows[0] + 1)))
     return out
 
 
@@ -145,17 +181,19 @@ def _drop_contained(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, i
     return kept
 
 
-def _reading_order(boxes: list[tuple[int, int, int, int]], page_w: int) -> list[tuple[int, int, int, int]]:
+def _reading_order(boxes: list[tuple[int, int, int, int]], page_w: int, *,
+                   join: bool = True) -> list[tuple[int, int, int, int]]:
     """Recursive XY-cut: columns left to right, bands top to bottom, rows inside a band.
 
     A vertical gutter that no box crosses splits a region into columns; where none exists (a title
     spans the columns), the region is cut at its unusually wide horizontal gaps and each band is
     ordered on its own, so a full-width heading above two columns is read before them.
+    With `join`, pieces of one row split by a wide glyph gap become one box (see `_join_row`).
     """
     if not boxes:
         return []
     glyph_h = float(np.median([h for _, _, _, h in boxes]))
-    return _xy_cut(boxes, glyph_h, depth=0)
+    return _xy_cut(boxes, glyph_h, depth=0, join=join)
 
 
 def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, int]]:
@@ -169,9 +207,10 @@ def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, i
     return [(p[1], q[0]) for p, q in zip(merged, merged[1:]) if q[0] - p[1] >= min_gap]
 
 
-def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int) -> list[tuple[int, int, int, int]]:
+def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
+            join: bool = True) -> list[tuple[int, int, int, int]]:
     if len(boxes) <= 1 or depth > 8:
-        return _rows(boxes)
+        return _rows(boxes, join)
     x0 = min(b[0] for b in boxes)
     x1 = max(b[0] + b[2] for b in boxes)
     gutters = _gaps([(x, x + w) for x, _, w, _ in boxes], max(1.0, glyph_h))
@@ -193,12 +232,12 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int) 
             merged = {i: list(cols[i]) for i in text_cols}
             for i in stray:
                 merged[min(text_cols, key=lambda j: abs(j - i))].extend(cols[i])
-            return [b for i in text_cols for b in _xy_cut(merged[i], glyph_h, depth + 1)]
+            return [b for i in text_cols for b in _xy_cut(merged[i], glyph_h, depth + 1, join)]
         if len(text_cols) == 1 and len(boxes) - len(cols[text_cols[0]]) <= 0.1 * len(boxes):
             # One real column plus margin marks (page numbers, folios): the column first.
             rest = [b for i in stray for b in cols[i]]
-            return _xy_cut(cols[text_cols[0]], glyph_h, depth + 1) + _rows(rest)
-        return _rows(boxes)
+            return _xy_cut(cols[text_cols[0]], glyph_h, depth + 1, join) + _rows(rest, join)
+        return _rows(boxes, join)
     gaps = _gaps([(y, y + h) for _, y, _, h in boxes], 1.0)
     if len(gaps) >= 1:
         widths = sorted(b - a for a, b in gaps)
@@ -210,11 +249,11 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int) 
             cuts = [-1.0] + [(a + b) / 2 for a, b in wide] + [float("inf")]
             bands = [[b for b in boxes if lo <= b[1] + b[3] / 2 < hi] for lo, hi in zip(cuts, cuts[1:])]
             if len([bd for bd in bands if bd]) > 1:
-                return [b for bd in bands if bd for b in _xy_cut(bd, glyph_h, depth + 1)]
+                return [b for bd in bands if bd for b in _xy_cut(bd, glyph_h, depth + 1, join)]
     split = _split_at_blocked_gutter(boxes, glyph_h, x0, x1)
     if split is not None:
-        return [b for part in split for b in _xy_cut(part, glyph_h, depth + 1)]
-    return _rows(boxes)
+        return [b for part in split for b in _xy_cut(part, glyph_h, depth + 1, join)]
+    return _rows(boxes, join)
 
 
 def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: float, x0: int,
@@ -262,7 +301,7 @@ def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: fl
     return [left, right]
 
 
-def _rows(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+def _rows(boxes: list[tuple[int, int, int, int]], join: bool = True) -> list[tuple[int, int, int, int]]:
     """Top to bottom; boxes whose vertical centres overlap form one row, read left to right."""
     boxes = sorted(boxes, key=lambda b: b[1] + b[3] / 2)
     rows: list[list[tuple[int, int, int, int]]] = []
@@ -276,6 +315,8 @@ def _rows(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, i
                 last.append(b)
                 continue
         rows.append([b])
+    if not join:
+        return [b for row in rows for b in sorted(row, key=lambda r: r[0])]
     return [b for row in rows for b in _join_row(sorted(row, key=lambda r: r[0]))]
 
 

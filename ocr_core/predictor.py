@@ -12,6 +12,7 @@ import torch
 
 from ocr_core.charset import Charset
 from ocr_core.decode import greedy_decode
+from ocr_core.detect import DEFAULT_DETECTOR_WEIGHTS, TextDetector, looks_like_photo
 from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
 from ocr_core.model import CRNN, load_crnn
 from ocr_core.preprocess import prepare_line
@@ -50,16 +51,19 @@ class OcrResult:
     height: int
     elapsed_ms: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    finder: str = "classical"       # which line finder read the page: classical, learned or single-line
 
     def to_dict(self) -> dict:
         return {"text": self.text, "lines": [ln.to_dict() for ln in self.lines], "width": self.width,
-                "height": self.height, "elapsed_ms": round(self.elapsed_ms, 2)}
+                "height": self.height, "elapsed_ms": round(self.elapsed_ms, 2), "finder": self.finder}
 
 
 class Predictor:
-    """A loaded CRNN; build once per process and reuse (loading costs ~100 ms)."""
+    """A loaded CRNN (and the photo text detector); build once per process and reuse (loading
+    costs ~100 ms)."""
 
-    def __init__(self, model: CRNN, charset: Charset, *, name: str, version: str, jit: bool = False) -> None:
+    def __init__(self, model: CRNN, charset: Charset, *, name: str, version: str, jit: bool = False,
+                 detector: TextDetector | None = None) -> None:
         self.model = model
         # What runs the forward pass: the eager module, or a traced and frozen copy of it
         # (constant-folded BatchNorm; bench/infer_variants.py measures whether it pays).
@@ -67,9 +71,14 @@ class Predictor:
         self.charset = charset
         self.model_name = name
         self.model_version = version
+        # Photos (labels, tickets, signs) go to the learned detector; without one every page takes
+        # the classical finder.
+        self.detector = detector
 
     @classmethod
-    def load(cls, weights: str | Path | None = None, *, threads: int = 1, jit: bool = False) -> "Predictor":
+    def load(cls, weights: str | Path | None = None, *, threads: int = 1, jit: bool = False,
+             detector: str | Path | bool = True) -> "Predictor":
+        """`detector`: True for the shipped DB weights, a path for others, False for none."""
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         if threads:
             # One intra-op thread per worker process: torch's spinning OpenMP collapses when
@@ -82,8 +91,15 @@ class Predictor:
         # The version names the exact weights: a retrained file gives a new key namespace upstream.
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         version = f"{meta.get('version', 'dev')}-{digest}"
+        det = None
+        if detector:
+            det_path = DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)
+            det = TextDetector.load(det_path)
+            # The detector changes what pages read as, so it is part of the version (and of the
+            # cache key namespace upstream).
+            version += "-db" + hashlib.sha256(det_path.read_bytes()).hexdigest()[:8]
         logger.info("model loaded path=%s version=%s ms=%.0f", path, version, (time.perf_counter() - t0) * 1e3)
-        return cls(model, charset, name=meta.get("name", "crnn"), version=version, jit=jit)
+        return cls(model, charset, name=meta.get("name", "crnn"), version=version, jit=jit, detector=det)
 
     def warm_up(self) -> None:
         """Run one small page through every stage: the first real request then pays no one-off
@@ -94,6 +110,8 @@ class Predictor:
                 page[y:y + 18, x:x + 14] = 0
         self.read(page)
         self.read(page[10:50], single_line=True)
+        if self.detector is not None:
+            self.detector.find_lines(page)
 
     # ------------------------------------------------------------------------------------------
     def recognize(self, crops: list[np.ndarray]) -> list:
@@ -134,8 +152,18 @@ class Predictor:
         rgb = _as_rgb_array(image)
         h, w = rgb.shape[:2]
         t_lines = time.perf_counter()
-        lines: list[TextLine] = [whole_image_line(rgb)] if single_line else find_lines(rgb)
-        crops = [crop_line(rgb, ln) for ln in lines]
+        if single_line:
+            finder = "single-line"
+            lines: list[TextLine] = [whole_image_line(rgb)]
+            crops = [rgb]
+        elif self.detector is not None and looks_like_photo(rgb):
+            finder = "learned"
+            found = self.detector.find_lines(rgb)
+            lines, crops = [ln for ln, _ in found], [c for _, c in found]
+        else:
+            finder = "classical"
+            lines = find_lines(rgb)
+            crops = [crop_line(rgb, ln) for ln in lines]
         t_rec = time.perf_counter()
         decoded = self.recognize(crops) if crops else []
         t_end = time.perf_counter()
@@ -152,6 +180,7 @@ class Predictor:
             text="\n".join(ln.text for ln in out), lines=out, width=w, height=h,
             elapsed_ms=(t_end - t0) * 1e3,
             timings_ms={"lines": (t_rec - t_lines) * 1e3, "recognize": (t_end - t_rec) * 1e3},
+            finder=finder,
         )
 
 

@@ -190,6 +190,43 @@ def test_heading_above_columns_and_a_margin_number_keep_column_order() -> None:
     assert [centres[i][1] for i in lefts] == sorted(centres[i][1] for i in lefts)
 
 
+@pytest.mark.parametrize("leading", [24, 26])
+def test_two_lines_whose_descenders_touch_the_next_ascenders_are_split(leading: int) -> None:
+    from PIL import Image, ImageDraw
+
+    from .render import font
+
+    f = font("x", 28)
+    img = Image.new("RGB", (620, 440), "white")
+    d = ImageDraw.Draw(img)
+    for i, t in enumerate(["The first line of the page", "Another plain line of text",
+                           "A third one for the median", "Fourth line of running text",
+                           "Fifth and last normal line"]):
+        d.text((20, 20 + i * 50), t, font=f, fill="black")
+    # "g", "p", "y" of one line touch "h", "l", "K" of the next: one blob with no empty row
+    d.text((20, 280), "quietly gossiping pygmy judges", font=f, fill="black")
+    d.text((20, 280 + leading), "held fast by bold Khaki flags", font=f, fill="black")
+    lines = find_lines(np.asarray(img))
+    assert len(lines) == 7
+    last_two = lines[-2:]
+    assert all(ln.box[3] < 45 for ln in last_two)               # one line each, not both
+    assert last_two[0].box[1] < last_two[1].box[1]
+
+
+def test_a_tall_heading_is_not_cut_through_its_glyphs() -> None:
+    from PIL import Image, ImageDraw
+
+    from .render import font
+
+    img = Image.new("RGB", (900, 400), "white")
+    d = ImageDraw.Draw(img)
+    d.text((20, 20), "Big Heading Type", font=font("x", 72), fill="black")
+    for i in range(4):
+        d.text((20, 150 + i * 50), f"body text line number {i}", font=font("x", 28), fill="black")
+    lines = find_lines(np.asarray(img))
+    assert len(lines) == 5 and lines[0].box[3] > 60
+
+
 def test_white_label_on_dark_cloth_is_read_with_the_label_polarity() -> None:
     # The page border is dark (cloth) but the text is dark on the white label.
     label = render_lines(["洗涤说明", "最高洗涤温度30℃", "不可漂白", "悬挂晾干"], size=12)  # small, as on labels

@@ -64,8 +64,29 @@ def test_reads_a_page_line_by_line_in_order(predictor: Predictor) -> None:
 
 def test_model_identity_names_the_weights(predictor: Predictor) -> None:
     assert predictor.model_name and predictor.model_version
-    # the version ends with a digest of the weights file: new weights, new key namespace upstream
-    assert len(predictor.model_version.rsplit("-", 1)[1]) == 12
+    # the version names digests of the recognizer's and the detector's weights files: new weights,
+    # new key namespace upstream
+    *_, crnn, det = predictor.model_version.split("-")
+    assert len(crnn) == 12 and det.startswith("db") and len(det) == 10
+    bare = Predictor.load(detector=False)
+    assert bare.detector is None and bare.model_version.rsplit("-", 1)[1] == crnn
+
+
+def test_a_photo_is_read_through_the_learned_detector(predictor: Predictor) -> None:
+    from .test_detect import photo_of_label
+
+    texts = ["洗涤说明 100%桑蚕丝", "Total: $1,234.56", "原版正品 今日活动价"]
+    result = predictor.read(photo_of_label(texts, angle=-3.0, seed=2))
+    assert result.finder == "learned" and result.to_dict()["finder"] == "learned"
+    assert len(result.lines) == len(texts)
+    for ln, ref in zip(result.lines, texts):
+        assert char_errors(ref, ln.text)[0] <= 1, (ln.text, ref)
+        assert len(ln.polygon) == 4
+
+
+def test_documents_take_the_classical_finder(predictor: Predictor) -> None:
+    result = predictor.read(render_lines(["Order 8812 shipped", "收货地址：上海市浦东新区"]))
+    assert result.finder == "classical" and len(result.lines) == 2
 
 
 def test_cli_prints_one_json_object_per_image(tmp_path: Path) -> None:
