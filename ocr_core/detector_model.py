@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocr_core.model import SqueezeExcite
+
 
 def make_divisible(v: float, divisor: int = 8) -> int:
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
@@ -86,26 +88,13 @@ class MobileNetV3(nn.Module):
         return outs
 
 
-class SqueezeExcite(nn.Module):
-    def __init__(self, channels: int, reduction: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels // reduction, 1)
-        self.conv2 = nn.Conv2d(channels // reduction, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = F.adaptive_avg_pool2d(x, 1)         # N x C x 1 x 1
-        a = self.conv2(F.relu(self.conv1(a)))
-        # Paddle's hard sigmoid: slope 0.2, offset 0.5 (torch's Hardsigmoid uses 1/6).
-        return x * torch.clamp(0.2 * a + 0.5, 0.0, 1.0)
-
-
 class RSELayer(nn.Module):
     """Convolution (no bias, no norm) whose output is reweighted by squeeze-excite, plus itself."""
 
     def __init__(self, cin: int, cout: int, k: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
-        self.se = SqueezeExcite(cout)
+        self.se = SqueezeExcite(cout, slope=0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)

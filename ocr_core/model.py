@@ -33,15 +33,19 @@ class ConvBNAct(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    def __init__(self, c: int, reduction: int = 4) -> None:
+    """Channel reweighting by a hard sigmoid of pooled features. PP-OCR's recognizer uses the
+    usual slope 1/6; its DB detector uses 0.2 (`ocr_core.detector_model`)."""
+
+    def __init__(self, c: int, reduction: int = 4, slope: float = 1 / 6) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(c, c // reduction, 1)
         self.expand = nn.Conv2d(c // reduction, c, 1)
+        self.slope = slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = F.adaptive_avg_pool2d(x, 1)                       # N x C x 1 x 1
-        s = F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
-        return x * s
+        s = self.expand(F.relu(self.reduce(s)))
+        return x * torch.clamp(self.slope * s + 0.5, 0.0, 1.0)
 
 
 class DepthwiseSeparable(nn.Module):

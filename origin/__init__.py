@@ -21,7 +21,10 @@ def load_predictor(settings: Settings) -> Recognizer:
     from ocr_core import Predictor
 
     t0 = time.perf_counter()
-    predictor = Predictor.load(settings.model_path, threads=settings.torch_threads)
+    detector = settings.detector_path or True
+    if str(detector).lower() == "off":
+        detector = False
+    predictor = Predictor.load(settings.model_path, threads=settings.torch_threads, detector=detector)
     elapsed = time.perf_counter() - t0
     metrics.MODEL_LOAD.set(elapsed)
     logger.info("model loaded name=%s version=%s seconds=%.2f", predictor.model_name,

@@ -61,6 +61,7 @@ class Settings:
     hamming_distance: int = 4                          # pHash candidate radius (cache/index.py)
     model_path: str | None = None                      # None: ocr_core's shipped weights
     torch_threads: int = 1                             # one intra-op thread per worker (NOTES §1)
+    detector_path: str | None = None                   # None: shipped photo detector; "off": none
     log_level: str = "INFO"
     result_max_age: int = 7 * 24 * 3600                # Cache-Control on immutable results
     error_max_age: int = 60                            # short, so a CDN never pins a 404
@@ -86,5 +87,6 @@ class Settings:
             hamming_distance=_int(environ, "OCR_HAMMING_DISTANCE", cls.hamming_distance, maximum=MAX_RADIUS),
             model_path=environ.get("OCR_MODEL_PATH") or None,
             torch_threads=_int(environ, "OCR_TORCH_THREADS", cls.torch_threads, minimum=1),
+            detector_path=environ.get("OCR_DETECTOR_PATH") or None,
             log_level=(environ.get("OCR_LOG_LEVEL") or cls.log_level).upper(),
         )

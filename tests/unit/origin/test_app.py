@@ -196,3 +196,13 @@ def test_settings_refuse_bad_env(env) -> None:
 
     with pytest.raises(ConfigError):
         Settings.from_env(env)
+
+
+def test_photo_detector_is_on_by_default_and_can_be_turned_off() -> None:
+    from origin import load_predictor
+
+    on = load_predictor(Settings.from_env({"OCR_SECRET": "y" * 32}))
+    off = load_predictor(Settings.from_env({"OCR_SECRET": "y" * 32, "OCR_DETECTOR_PATH": "off"}))
+    assert on.detector is not None and off.detector is None
+    # what reads pages differs, so the cache namespace must differ too
+    assert on.model_version != off.model_version
