@@ -130,14 +130,14 @@ SUBSETS = {
 }
 
 
-def evaluate(predictor, items: list[Item], *, progress: bool = False) -> list[Scored]:
+def evaluate(predictor, items: list[Item], *, progress: bool = False, finder: str = "auto") -> list[Scored]:
     from ocr_core.images import load_image
 
     out: list[Scored] = []
     for n, item in enumerate(items, 1):
         t0 = time.perf_counter()
         image = load_image(item.file.read_bytes())
-        result = predictor.read(image, single_line=item.kind == "lines")
+        result = predictor.read(image, single_line=item.kind == "lines", finder=finder)
         ms = (time.perf_counter() - t0) * 1e3
         hyp = " ".join(ln.text for ln in result.lines)
         errors, length = char_errors(item.ref, hyp)
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="at most N items per set and kind (quick looks)")
     p.add_argument("--json", type=Path, help="also write the summary and every item's output here")
     p.add_argument("--errors", type=int, default=0, help="print the N worst items")
+    p.add_argument("--finder", choices=["auto", "classical", "learned"], default="auto",
+                   help="line finder for pages: photos to the learned detector (auto), or one forced")
     args = p.parse_args(argv)
 
     from ocr_core.predictor import Predictor
@@ -187,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         items = limit_items(items, args.limit)
     predictor = Predictor.load(args.weights, threads=args.threads)
     predictor.read(_warmup_image(), single_line=True)  # first call pays one-off allocations
-    scored = evaluate(predictor, items, progress=True)
+    scored = evaluate(predictor, items, progress=True, finder=args.finder)
     rows = summarise(scored)
-    print(f"model {predictor.model_name} {predictor.model_version}, {args.threads} thread(s)")
+    print(f"model {predictor.model_name} {predictor.model_version}, {args.threads} thread(s), finder {args.finder}")
     print(format_table(rows))
     if args.errors:
         for s in sorted(scored, key=lambda s: s.errors / s.length, reverse=True)[: args.errors]:

@@ -147,8 +147,15 @@ class Predictor:
         flush()
         return results
 
-    def read(self, image, *, single_line: bool = False) -> OcrResult:
-        """Read a PIL image or an H x W x 3 uint8 RGB array; lines come back in reading order."""
+    def read(self, image, *, single_line: bool = False, finder: str = "auto") -> OcrResult:
+        """Read a PIL image or an H x W x 3 uint8 RGB array; lines come back in reading order.
+
+        `finder`: "auto" sends photos to the learned detector and the rest to the classical
+        finder; "classical" or "learned" force one (for comparisons)."""
+        if finder not in ("auto", "classical", "learned"):
+            raise ValueError(f"finder must be auto, classical or learned, not {finder!r}")
+        if finder == "learned" and self.detector is None:
+            raise ValueError("no text detector loaded")
         t0 = time.perf_counter()
         rgb = _as_rgb_array(image)
         h, w = rgb.shape[:2]
@@ -157,7 +164,7 @@ class Predictor:
             finder = "single-line"
             lines: list[TextLine] = [whole_image_line(rgb)]
             crops = [rgb]
-        elif self.detector is not None and looks_like_photo(rgb):
+        elif finder == "learned" or (finder == "auto" and self.detector is not None and looks_like_photo(rgb)):
             finder = "learned"
             found = self.detector.find_lines(rgb)
             lines, crops = [ln for ln, _ in found], [c for _, c in found]

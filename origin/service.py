@@ -222,6 +222,8 @@ class OcrService:
             "height": fp.height,
             "model": {"name": self.predictor.model_name, "version": self.predictor.model_version,
                       "namespace": self.namespace},
+            # which line finder read the image (classical for documents, learned for photos)
+            "finder": raw.get("finder", "classical"),
             "elapsed_ms": round(float(raw.get("elapsed_ms", result.elapsed_ms)), 2),
             "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
         }

@@ -84,9 +84,14 @@ def test_a_photo_is_read_through_the_learned_detector(predictor: Predictor) -> N
         assert len(ln.polygon) == 4
 
 
-def test_documents_take_the_classical_finder(predictor: Predictor) -> None:
-    result = predictor.read(render_lines(["Order 8812 shipped", "收货地址：上海市浦东新区"]))
+def test_documents_take_the_classical_finder_unless_told(predictor: Predictor) -> None:
+    page = render_lines(["Order 8812 shipped", "收货地址：上海市浦东新区"])
+    result = predictor.read(page)
     assert result.finder == "classical" and len(result.lines) == 2
+    forced = predictor.read(page, finder="learned")
+    assert forced.finder == "learned" and [ln.text for ln in forced.lines] == [ln.text for ln in result.lines]
+    with pytest.raises(ValueError):
+        predictor.read(page, finder="magic")
 
 
 def test_cli_prints_one_json_object_per_image(tmp_path: Path) -> None:

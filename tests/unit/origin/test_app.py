@@ -11,8 +11,8 @@ from origin.settings import Settings
 
 from .helpers import page, png, upload
 
-RESULT_FIELDS = {"key", "text", "lines", "phash", "sha256", "width", "height", "model", "elapsed_ms",
-                 "created_at"}
+RESULT_FIELDS = {"key", "text", "lines", "phash", "sha256", "width", "height", "model", "finder",
+                 "elapsed_ms", "created_at"}
 
 
 def test_upload_redirects_then_result_served(client, predictor) -> None:
@@ -35,6 +35,7 @@ def test_upload_redirects_then_result_served(client, predictor) -> None:
     assert doc["key"] == key
     assert (doc["width"], doc["height"]) == page().size
     assert set(doc["model"]) >= {"name", "version"}
+    assert doc["finder"] in {"classical", "learned"}
     assert re.fullmatch(r"[0-9a-f]{16}", doc["phash"]) and re.fullmatch(r"[0-9a-f]{64}", doc["sha256"])
     for line in doc["lines"]:
         assert set(line) >= {"text", "confidence", "box"} and len(line["box"]) == 4
