@@ -63,9 +63,11 @@ class TextDetector:
         self.max_side = max_side
 
     @classmethod
-    def load(cls, weights: str | Path | None = None, **kwargs) -> "TextDetector":
+    def load(cls, weights: str | Path | bytes | None = None, **kwargs) -> "TextDetector":
+        """From a path (the shipped weights by default) or a weights file's bytes."""
         t0 = time.perf_counter()
-        model, meta = load_dbnet(str(weights or DEFAULT_DETECTOR_WEIGHTS))
+        source = weights if isinstance(weights, bytes) else str(weights or DEFAULT_DETECTOR_WEIGHTS)
+        model, meta = load_dbnet(source)
         logger.info("detector loaded version=%s ms=%.0f", meta.get("version"), (time.perf_counter() - t0) * 1e3)
         return cls(model, **kwargs)
 

@@ -7,6 +7,8 @@ Inference only needs the probability branch; the threshold branch exists only in
 """
 from __future__ import annotations
 
+import io
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -168,8 +170,10 @@ def save_dbnet(model: DBNet, path: str, meta: dict, *, half: bool = True) -> Non
     torch.save({"state_dict": state, "meta": dict(meta)}, path)
 
 
-def load_dbnet(path: str) -> tuple[DBNet, dict]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+def load_dbnet(source: str | bytes) -> tuple[DBNet, dict]:
+    """Load weights written by `save_dbnet` (a path, or the file's bytes), in eval mode (fp32)."""
+    ckpt = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
+                      weights_only=True)
     model = DBNet()
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     model.eval()

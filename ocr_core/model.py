@@ -9,6 +9,7 @@ become one output time step, so long lines are never cut.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import torch
@@ -108,9 +109,11 @@ class CRNN(nn.Module):
         return F.log_softmax(logits.float(), dim=-1)
 
 
-def load_crnn(path: str, map_location: str = "cpu") -> tuple[CRNN, dict]:
-    """Load a checkpoint written by `save_crnn`; returns the model in eval mode (fp32) and its meta."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+def load_crnn(source: str | bytes, map_location: str = "cpu") -> tuple[CRNN, dict]:
+    """Load a checkpoint written by `save_crnn` (a path, or the file's bytes); returns the model in
+    eval mode (fp32) and its meta."""
+    ckpt = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                      map_location=map_location, weights_only=True)
     meta = ckpt["meta"]
     model = CRNN(CRNNConfig(**meta["config"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}

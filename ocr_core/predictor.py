@@ -86,19 +86,20 @@ class Predictor:
             # several busy processes share the cores (NOTES §1, threading trap).
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
-        model, meta = load_crnn(str(path))
+        data = path.read_bytes()      # read once: loaded and hashed
+        model, meta = load_crnn(data)
         charset = Charset(list(meta["charset"]))
         assert len(charset) == model.cfg.num_classes, "charset does not match the model head"
         # The version names the exact weights: a retrained file gives a new key namespace upstream.
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        digest = hashlib.sha256(data).hexdigest()[:12]
         version = f"{meta.get('version', 'dev')}-{digest}"
         det = None
         if detector:
-            det_path = DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)
-            det = TextDetector.load(det_path)
+            det_data = (DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)).read_bytes()
+            det = TextDetector.load(det_data)
             # The detector changes what pages read as, so it is part of the version (and of the
             # cache key namespace upstream).
-            version += "-db" + hashlib.sha256(det_path.read_bytes()).hexdigest()[:8]
+            version += "-db" + hashlib.sha256(det_data).hexdigest()[:8]
         logger.info("model loaded path=%s version=%s ms=%.0f", path, version, (time.perf_counter() - t0) * 1e3)
         return cls(model, charset, name=meta.get("name", "crnn"), version=version, jit=jit, detector=det)
 
