@@ -78,10 +78,8 @@ class TextDetector:
         rh = max(32, int(round(h * ratio / 32)) * 32)
         rw = max(32, int(round(w * ratio / 32)) * 32)
         img = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR)
-        x = (img[:, :, ::-1].astype(np.float32) / 255.0 - _MEAN) / _STD     # rh x rw x 3, BGR
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]  # 1 x 3 x rh x rw
         with torch.inference_mode():
-            prob = self.model(x)[0, 0].numpy()                               # rh x rw
+            prob = self.model(torch.from_numpy(detector_input(img)))[0, 0].numpy()   # rh x rw
         return prob, w / rw, h / rh
 
     def detect(self, rgb: np.ndarray) -> list[DetectedLine]:
@@ -110,6 +108,12 @@ class TextDetector:
                 i = idx.pop(0)
                 out.append((lines[i], straighten(rgb, found[i].quad)))
         return out
+
+
+def detector_input(rgb: np.ndarray) -> np.ndarray:
+    """H x W x 3 RGB uint8 (sides multiples of 32) → 1 x 3 x H x W float32, BGR, ImageNet-normalised."""
+    x = (rgb[:, :, ::-1].astype(np.float32) / 255.0 - _MEAN) / _STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
 
 
 def flat_background_share(rgb: np.ndarray) -> float:

@@ -7,13 +7,11 @@ Inference only needs the probability branch; the threshold branch exists only in
 """
 from __future__ import annotations
 
-import io
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ocr_core.model import SqueezeExcite
+from ocr_core.model import SqueezeExcite, read_weights, write_weights
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -161,20 +159,13 @@ class DBNet(nn.Module):
 def save_dbnet(model: DBNet, path: str, meta: dict, *, half: bool = True) -> None:
     """Weights in fp16 (half the size); batch-norm statistics stay fp32: the head's running
     variance reaches ~5e7, past fp16's 65,504, and would turn the whole map to zero."""
-    def store(k: str, v: torch.Tensor) -> torch.Tensor:
-        if half and v.is_floating_point() and "running_" not in k:
-            return v.detach().half().cpu()
-        return v.detach().cpu()
-
-    state = {k: store(k, v) for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "meta": dict(meta)}, path)
+    write_weights(model, path, meta, half=half, keep_fp32=("running_",))
 
 
 def load_dbnet(source: str | bytes) -> tuple[DBNet, dict]:
     """Load weights written by `save_dbnet` (a path, or the file's bytes), in eval mode (fp32)."""
-    ckpt = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
-                      weights_only=True)
+    state, meta = read_weights(source)
     model = DBNet()
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    model.load_state_dict(state)
     model.eval()
-    return model, ckpt["meta"]
+    return model, meta

@@ -168,6 +168,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ocr_core.predictor import FINDERS, Predictor
+
     p = argparse.ArgumentParser(prog="python -m ocr_core.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("eval_dir", type=Path, help="the dev sets' folder (holds render/ and real/)")
@@ -178,11 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="at most N items per set and kind (quick looks)")
     p.add_argument("--json", type=Path, help="also write the summary and every item's output here")
     p.add_argument("--errors", type=int, default=0, help="print the N worst items")
-    p.add_argument("--finder", choices=["auto", "classical", "learned"], default="auto",
+    p.add_argument("--finder", choices=FINDERS, default="auto",
                    help="line finder for pages: photos to the learned detector (auto), or one forced")
     args = p.parse_args(argv)
-
-    from ocr_core.predictor import Predictor
 
     items = [it for it in load_items(args.eval_dir, args.sets.split(",")) if it.kind in args.kinds.split(",")]
     if args.limit:

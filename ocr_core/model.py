@@ -109,14 +109,31 @@ class CRNN(nn.Module):
         return F.log_softmax(logits.float(), dim=-1)
 
 
+def read_weights(source: str | bytes, map_location: str = "cpu") -> tuple[dict, dict]:
+    """A weights file written by `write_weights` (a path, or the file's bytes) → (fp32 state, meta)."""
+    ckpt = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                      map_location=map_location, weights_only=True)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    return state, ckpt["meta"]
+
+
+def write_weights(model: nn.Module, path: str, meta: dict, *, half: bool = True,
+                  keep_fp32: tuple[str, ...] = ()) -> None:
+    """State dict (fp16 by default, except keys containing one of `keep_fp32`) and meta, no
+    optimizer state."""
+    def store(k: str, v: torch.Tensor) -> torch.Tensor:
+        if half and v.is_floating_point() and not any(part in k for part in keep_fp32):
+            return v.detach().half().cpu()
+        return v.detach().cpu()
+
+    torch.save({"state_dict": {k: store(k, v) for k, v in model.state_dict().items()}, "meta": dict(meta)}, path)
+
+
 def load_crnn(source: str | bytes, map_location: str = "cpu") -> tuple[CRNN, dict]:
     """Load a checkpoint written by `save_crnn` (a path, or the file's bytes); returns the model in
     eval mode (fp32) and its meta."""
-    ckpt = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
-                      map_location=map_location, weights_only=True)
-    meta = ckpt["meta"]
+    state, meta = read_weights(source, map_location)
     model = CRNN(CRNNConfig(**meta["config"]))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
     model.eval()
     return model, meta
@@ -125,9 +142,7 @@ def load_crnn(source: str | bytes, map_location: str = "cpu") -> tuple[CRNN, dic
 def save_crnn(model: CRNN, path: str, meta: dict, *, half: bool = True) -> None:
     """Write weights (fp16 by default: identical CER at half the size) with config and charset."""
     cfg = model.cfg
-    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu()
-             for k, v in model.state_dict().items()}
     meta = dict(meta)
     meta["config"] = {"num_classes": cfg.num_classes, "hidden": cfg.hidden,
                       "head_mid": cfg.head_mid, "in_channels": cfg.in_channels}
-    torch.save({"state_dict": state, "meta": meta}, path)
+    write_weights(model, path, meta, half=half)

@@ -27,6 +27,8 @@ MAX_BATCH_COLUMNS = 16_000
 # always texture (fabric, foliage, photo edges) that the classical line finder took for text:
 # real text reads at 0.9+ per character. Lone crops given as a single line are never filtered.
 MIN_PAGE_CHAR_CONFIDENCE = 0.5
+# How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
+FINDERS = ("auto", "classical", "learned")
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,8 @@ class Predictor:
 
         `finder`: "auto" sends photos to the learned detector and the rest to the classical
         finder; "classical" or "learned" force one (for comparisons)."""
-        if finder not in ("auto", "classical", "learned"):
-            raise ValueError(f"finder must be auto, classical or learned, not {finder!r}")
+        if finder not in FINDERS:
+            raise ValueError(f"finder must be one of {', '.join(FINDERS)}, not {finder!r}")
         if finder == "learned" and self.detector is None:
             raise ValueError("no text detector loaded")
         t0 = time.perf_counter()

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ocr_core.detect import detector_input
 from ocr_core.detector_model import DBNet, load_dbnet, save_dbnet
+from ocr_core.train.convert_ppocr import _onnx_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +35,10 @@ def _index(name: str) -> int:
 
 
 def convert(onnx_path: Path) -> DBNet:
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(onnx_path)).graph
-    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:  # Paddle exports keep weights (and folded biases) as Constant nodes
-        if node.op_type == "Constant":
-            tensors[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    producer = {o: n for n in graph.node for o in n.output}
+    tensors, nodes = _onnx_tensors(onnx_path)   # folded biases are Constant nodes too
+    producer = {o: n for n in nodes for o in n.output}
     consumers: dict[str, list] = {}
-    for n in graph.node:
+    for n in nodes:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
 
@@ -57,9 +52,9 @@ def convert(onnx_path: Path) -> DBNet:
                     return tensors[src.input[0]].reshape(-1)
         return None
 
-    convs = sorted((n for n in graph.node if n.op_type == "Conv"), key=lambda n: _index(n.input[1]))
-    deconvs = sorted((n for n in graph.node if n.op_type == "ConvTranspose"), key=lambda n: _index(n.input[1]))
-    bns = sorted((n for n in graph.node if n.op_type == "BatchNormalization"), key=lambda n: _index(n.input[1]))
+    convs = sorted((n for n in nodes if n.op_type == "Conv"), key=lambda n: _index(n.input[1]))
+    deconvs = sorted((n for n in nodes if n.op_type == "ConvTranspose"), key=lambda n: _index(n.input[1]))
+    bns = sorted((n for n in nodes if n.op_type == "BatchNormalization"), key=lambda n: _index(n.input[1]))
 
     model = DBNet()
     tconvs = [m for m in model.modules() if type(m) is torch.nn.Conv2d]
@@ -98,8 +93,7 @@ def check_against_onnx(model: DBNet, onnx_path: Path) -> float:
 
     img = np.full((96, 320, 3), 255, np.uint8)
     cv2.putText(img, "Total 1,234.56", (12, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 2)
-    x = (img[:, :, ::-1].astype(np.float32) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
-    x = x.transpose(2, 0, 1)[None].astype(np.float32)
+    x = detector_input(img)                     # 1 x 3 x 96 x 320, as inference feeds it
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     with torch.no_grad():
