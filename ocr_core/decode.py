@@ -13,7 +13,10 @@ class Decoded:
     text: str
     confidence: float                 # probability of the greedy CTC path (geometric mean per step)
     char_confidences: tuple[float, ...]  # max probability of the step that emitted each character
-    char_steps: tuple[int, ...]       # time step that emitted each character (4 input columns each)
+    char_steps: tuple[int, ...]       # time step that emitted each character
+    # Valid time steps of the line: step t covers input columns [t, t+1) * width / num_steps of the
+    # prepared crop, whatever the model's stride, so positions map back to the crop without it.
+    num_steps: int = 0
 
 
 def greedy_decode(log_probs: np.ndarray, charset: Charset) -> Decoded:
@@ -23,7 +26,7 @@ def greedy_decode(log_probs: np.ndarray, charset: Charset) -> Decoded:
     probability normalised by length, so long lines are not penalised for being long.
     """
     if log_probs.shape[0] == 0:
-        return Decoded("", 0.0, (), ())
+        return Decoded("", 0.0, (), (), 0)
     best = log_probs.argmax(axis=1)                     # T
     best_lp = log_probs[np.arange(len(best)), best]     # T
     chars, confs, steps = [], [], []
@@ -36,4 +39,4 @@ def greedy_decode(log_probs: np.ndarray, charset: Charset) -> Decoded:
         elif k != 0 and k == prev and confs:
             confs[-1] = max(confs[-1], float(np.exp(lp)))
         prev = k
-    return Decoded("".join(chars), float(np.exp(best_lp.mean())), tuple(confs), tuple(steps))
+    return Decoded("".join(chars), float(np.exp(best_lp.mean())), tuple(confs), tuple(steps), len(best))
