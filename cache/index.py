@@ -115,6 +115,10 @@ return 0
 """
 
 
+# How long Redis remembers which key some exact upload bytes got (a miss only costs a decode).
+BYTES_TTL_S = 30 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class Candidate:
     key: str
@@ -127,6 +131,8 @@ class ResultIndex(Protocol):
 
     def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0) -> list[Candidate]: ...
     def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None: ...
+    def key_for_bytes(self, namespace: str, sha256_hex: str) -> str | None: ...
+    def record_bytes(self, namespace: str, sha256_hex: str, key: str) -> None: ...
     def ping(self) -> None: ...
 
 
@@ -371,6 +377,16 @@ class RedisResultIndex:
 
     def ping(self) -> None:
         self._call("ping", self.client.ping)
+
+    # exact upload bytes -> key (no decoding for a repeat) --------------------------------------
+    def key_for_bytes(self, namespace: str, sha256_hex: str) -> str | None:
+        """The result key recorded for these exact upload bytes, if any (verify before use)."""
+        raw = self._call("bytes_get", lambda: self.client.get(redis_keys.upload_bytes(namespace, sha256_hex)))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def record_bytes(self, namespace: str, sha256_hex: str, key: str, *, ttl_s: int = BYTES_TTL_S) -> None:
+        self._call("bytes_set", lambda: self.client.set(redis_keys.upload_bytes(namespace, sha256_hex), key,
+                                                        ex=ttl_s))
 
     # Locker --------------------------------------------------------------------------------
     def try_lock(self, namespace: str, digest: str, *, ttl_ms: int) -> str | None:

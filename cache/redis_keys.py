@@ -14,6 +14,10 @@ v1 (before the index had its fixed 3-band layout) used `ocr:v1:band:{ns}:{d}:{i}
     ocr:v2:ph:{ns}:{phash16}           ZSET          result keys with that pHash, score = created
                                                      unix time (newest first on lookup)
     ocr:v2:lock:{ns}:{pixel_digest}    STRING        single-flight token, SET NX PX
+    ocr:v2:rate:{client_id}            HASH          upload token bucket {tokens, at} of one
+                                                     client (cache/limiter.py), PEXPIRE when idle
+    ocr:v2:bytes:{ns}:{sha256}         STRING        result key of these exact upload bytes, so a
+                                                     repeat finds its key without decoding; EX 30 d
 """
 from __future__ import annotations
 
@@ -33,6 +37,14 @@ def lock(ns: str, pixel_digest: str) -> str:
     return f"{PREFIX}lock:{ns}:{pixel_digest}"
 
 
+def rate_bucket(client_id: str) -> str:
+    return f"{PREFIX}rate:{client_id}"
+
+
+def upload_bytes(ns: str, sha256_hex: str) -> str:
+    return f"{PREFIX}bytes:{ns}:{sha256_hex}"
+
+
 def index_patterns() -> tuple[str, ...]:
     """SCAN patterns of every index key (bands and pHash members, older layouts too), not locks."""
-    return (f"{PREFIX}b:*", f"{PREFIX}ph:*") + _LEGACY_INDEX_PATTERNS
+    return (f"{PREFIX}b:*", f"{PREFIX}ph:*", f"{PREFIX}bytes:*") + _LEGACY_INDEX_PATTERNS

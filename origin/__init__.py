@@ -9,7 +9,7 @@ from flask import Flask
 from cache.index import RedisResultIndex
 from cache.store import ResultStore, from_url
 
-from . import errors, logs, metrics, security
+from . import errors, limits, logs, metrics, security
 from .service import OcrService, RedisIndex, Recognizer
 from .settings import Settings
 
@@ -53,8 +53,9 @@ def create_app(settings: Settings, *, predictor: Recognizer | None = None,
     if predictor is None:
         predictor = load_predictor(settings)
     app.extensions["ocr"] = OcrService(settings, predictor=predictor, store=store, index=index)
-    logger.info("origin ready store=%r index=%r namespace=%s", store, index,
-                app.extensions["ocr"].namespace)
+    app.extensions["ocr_gate"] = limits.build_gate(settings, index)
+    logger.info("origin ready store=%r index=%r namespace=%s gate=%r", store, index,
+                app.extensions["ocr"].namespace, app.extensions["ocr_gate"])
     logs.init_app(app)
     errors.init_app(app)
     security.init_app(app)

@@ -23,6 +23,12 @@ INFERENCE = Histogram("ocr_inference_seconds", "Time in predictor.read() per MIS
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 STORAGE_ERRORS = Counter("ocr_storage_errors_total", "Result store failures", ["op"])
 REDIS_ERRORS = Counter("ocr_redis_errors_total", "Redis index failures (dedup skipped)", ["op"])
+SERVER_ERRORS = Counter("ocr_server_errors_total", "Responses with a 5xx status, by error code "
+                        "(internal_error = an unhandled exception: a bug)", ["code"])
+RATE_LIMITED = Counter("ocr_rate_limited_total", "Uploads refused with 429 (client over its rate)")
+AUTH_FAILED = Counter("ocr_auth_failed_total", "Uploads refused with 401 (no or unknown API key)")
+LIMITER_ERRORS = Counter("ocr_rate_limiter_errors_total", "Rate-limit checks that could not reach "
+                         "Redis (the upload was let through)")
 MODEL_LOAD = Gauge("ocr_model_load_seconds", "Time to load the recognizer at worker start",
                    multiprocess_mode="max")
 

@@ -10,6 +10,7 @@ Everything else runs the recognizer and gets its own key.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -85,23 +86,39 @@ class OcrService:
     # the flow --------------------------------------------------------------------------------
     def submit(self, data: bytes) -> Outcome:
         """Return the key of the result for these upload bytes, recognising only if needed."""
+        sha = hashlib.sha256(data).hexdigest()
+        known = self._known_bytes(sha)
+        if known is not None:  # the same bytes as an earlier upload: no decoding at all
+            metrics.UPLOADS.inc()
+            metrics.DEDUP.labels("hit", "exact").inc()  # same key an exact lookup would find
+            logger.info("upload done key=%s cache=HIT match=bytes sha256=%s", known, sha[:16])
+            return Outcome(known, "exact")
         decoded = decode_image(data, max_pixels=self.settings.max_pixels)
         metrics.UPLOADS.inc()
         image = decoded.image
         fp = fingerprint(image, data)
         key = self.keys.derive(self.namespace, fp.pixel_digest)
         if self._exists(key):
-            return self._done(Outcome(key, "exact"), fp)
-        near = self._near_duplicate(image, fp)
-        if near is not None:
-            return self._done(Outcome(near, "near"), fp)
-        return self._done(self._recognise_once(image, fp, key), fp)
+            outcome = Outcome(key, "exact")
+        else:
+            near = self._near_duplicate(image, fp)
+            outcome = Outcome(near, "near") if near is not None else self._recognise_once(image, fp, key)
+        self.index.record_bytes(self.namespace, sha, outcome.key)
+        return self._done(outcome, fp)
 
     def _done(self, outcome: Outcome, fp: Fingerprint) -> Outcome:
         metrics.DEDUP.labels("hit" if outcome.hit else "miss", outcome.match).inc()
         logger.info("upload done key=%s cache=%s match=%s phash=%s sha256=%s", outcome.key,
                     "HIT" if outcome.hit else "MISS", outcome.match, fp.phash_hex, fp.sha256[:16])
         return outcome
+
+    def _known_bytes(self, sha: str) -> str | None:
+        """The key these exact bytes got before, if Redis remembers it and storage has it.
+        Redis is not trusted: a malformed or foreign key is ignored."""
+        key = self.index.key_for_bytes(self.namespace, sha)
+        if key is None or not is_valid_key(key) or not key.startswith(self.namespace):
+            return None
+        return key if self._exists(key) else None
 
     def _near_duplicate(self, image: Image.Image, fp: Fingerprint) -> str | None:
         if not verify.can_match(image.width, image.height):

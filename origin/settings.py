@@ -129,6 +129,14 @@ _OPTIONS: tuple[Option, ...] = (
     Option("OCR_LOCK_TTL_MS", "int", "30000", "single-flight lock lifetime; a crashed worker frees it by then",
            minimum=100),
     Option("OCR_LOCK_WAIT_S", "float", "15", "how long a duplicate upload waits for the leader", minimum=0),
+    Option("OCR_RATE_LIMIT", "float", "10",
+           "uploads per second per client (API key, else address), shared by all origins through "
+           "Redis; `0` turns the limit off; over it: 429 with `Retry-After`", minimum=0),
+    Option("OCR_RATE_BURST", "int", "100", "uploads a client may send at once before the rate applies",
+           minimum=1),
+    Option("OCR_API_KEYS_FILE", "optional", "",
+           "file of SHA-256 hashes of the API keys allowed to upload, one `name:hexdigest` a line; "
+           "unset: uploads need no key (results are public either way)"),
     # deployment: launcher, gunicorn, nginx ------------------------------------------------------
     Option("OCR_VAR_DIR", "str", "var",
            "where `make run` / `make stop` keep data, logs and pids (the tests point it at a temp dir)"),
@@ -150,7 +158,8 @@ _OPTIONS: tuple[Option, ...] = (
            "random extra requests per worker, so workers sharing the load never recycle together",
            readme_default="a quarter of `OCR_MAX_REQUESTS`", minimum=0),
     Option("OCR_FORWARDED_ALLOW_IPS", "str", "127.0.0.1,::1",
-           "proxies whose X-Forwarded-* headers gunicorn trusts"),
+           "proxies whose X-Forwarded-* headers gunicorn trusts and whose X-Real-IP names the client "
+           "for the rate limit (`*`: any)"),
     Option("OCR_ACCESS_LOG", "str", "-", "gunicorn access log (`-`: stderr)"),
     Option("OCR_ERROR_LOG", "str", "-", "gunicorn error log (`-`: stderr)"),
     Option("OCR_NGINX_CACHE_MAX_SIZE", "str", "1g", "disk cap of nginx's results cache"),
@@ -211,6 +220,10 @@ class Settings:
     lock_ttl_ms: int = _d("OCR_LOCK_TTL_MS")
     lock_wait_s: float = _d("OCR_LOCK_WAIT_S")
     max_candidates: int = _d("OCR_MAX_CANDIDATES")
+    rate_limit: float = _d("OCR_RATE_LIMIT")
+    rate_burst: int = _d("OCR_RATE_BURST")
+    api_keys_file: str | None = None
+    forwarded_allow_ips: str = _d("OCR_FORWARDED_ALLOW_IPS")
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_SECRET_BYTES:
@@ -238,6 +251,10 @@ class Settings:
             error_max_age=get("OCR_ERROR_MAX_AGE", environ),
             lock_ttl_ms=get("OCR_LOCK_TTL_MS", environ),
             lock_wait_s=get("OCR_LOCK_WAIT_S", environ),
+            rate_limit=get("OCR_RATE_LIMIT", environ),
+            rate_burst=get("OCR_RATE_BURST", environ),
+            api_keys_file=get("OCR_API_KEYS_FILE", environ),
+            forwarded_allow_ips=get("OCR_FORWARDED_ALLOW_IPS", environ),
         )
 
 

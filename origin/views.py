@@ -10,7 +10,7 @@ from cache.errors import IndexUnavailable, StorageUnavailable
 from cache.keys import is_valid_key
 from cache.store import RESULT, THUMBNAIL
 
-from . import metrics
+from . import limits, metrics
 from .errors import (EmptyUpload, InvalidResultKey, OriginError, PayloadTooLarge, ResultNotFound,
                      UnsupportedImage)
 from .images import CONTENT_TYPES
@@ -62,6 +62,7 @@ def _wants_json() -> bool:
 @bp.post("/ocr")
 def upload() -> Response:
     try:
+        limits.check_upload()  # API key (when configured) and the per-client rate limit
         outcome = service().submit(_upload_bytes())
     except OriginError as exc:
         if exc.status < 500:

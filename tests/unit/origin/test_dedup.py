@@ -344,7 +344,30 @@ def test_pages_over_signature_limit_are_reused_only_when_identical(client, predi
     key = _key(upload(client, png(img)))
     store = app.extensions["ocr"].store
     assert store.exists(key, "result.json") and not store.exists(key, "signature.png")
-    assert redis_client.dbsize() == 0  # not indexed: nothing to verify a near duplicate against
+    # not indexed: nothing to verify a near duplicate against (only the bytes->key shortcut and
+    # the client's rate bucket are in Redis)
+    assert not [k for k in redis_client.scan_iter("ocr:v2:*") if not k.startswith((b"ocr:v2:bytes:", b"ocr:v2:rate:"))]
     assert _key(upload(client, png(img))) == key  # identical pixels: exact HIT
     assert upload(client, encode(img, "JPEG", quality=90)).headers["X-OCR-Cache"] == "MISS"
     assert predictor.calls == 2
+
+
+def test_identical_bytes_find_their_key_without_decoding(client, predictor, monkeypatch, redis_client) -> None:
+    """Issue 16 item 5: a cheap file with a huge header was decoded on every repeat."""
+    import origin.service
+
+    data = encode(page("decode me once"), "JPEG", quality=80)
+    first = upload(client, data)
+    assert first.status_code == 303 and first.headers["X-OCR-Cache"] == "MISS"
+    decodes: list[int] = []
+    real = origin.service.decode_image
+    monkeypatch.setattr(origin.service, "decode_image", lambda *a, **kw: decodes.append(1) or real(*a, **kw))
+    again = upload(client, data)
+    assert again.headers["X-OCR-Cache"] == "HIT" and again.headers["Location"] == first.headers["Location"]
+    assert decodes == [] and predictor.calls == 1
+    # a poisoned entry (another namespace's key) is not trusted: the upload is decoded instead
+    for key in redis_client.scan_iter("ocr:v2:bytes:*"):
+        redis_client.set(key, "zzzz" + "a" * 28)
+    third = upload(client, data)
+    assert third.headers["X-OCR-Cache"] == "HIT" and third.headers["Location"] == first.headers["Location"]
+    assert decodes == [1]
