@@ -210,8 +210,9 @@ def test_upload_by_picker_shows_text_polygons_hover_and_copy(page: Any, nginx: N
     assert clipboard(page) == result["lines"][0]["text"]
     card.get_by_test_id("copy-all").click()
     page.wait_for_function("t => navigator.clipboard.readText().then((c) => c === t)", arg=result["text"])
-    assert page.get_by_test_id("live").inner_text().startswith("Copied all")
+    page.wait_for_function("document.querySelector('[data-testid=live]').textContent.startsWith('Copied all')")
     axe_check(page, "result")
+    line0.hover()  # the screenshot shows a line and its polygon lit together
     shot(page, "result")
 
     again = pick(page, "invoice-again.png", render(INVOICE))
