@@ -9,7 +9,7 @@ from flask import Flask
 from cache.index import RedisResultIndex
 from cache.store import ResultStore, from_url
 
-from . import errors, logs, metrics
+from . import errors, logs, metrics, security
 from .service import OcrService, RedisIndex, Recognizer
 from .settings import Settings
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, predictor: Recognizer | None = None,
                 app.extensions["ocr"].namespace)
     logs.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
     from . import web
     from .views import bp
     app.register_blueprint(bp)

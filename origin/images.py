@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ocr_core.images import to_rgb
 
-from .errors import CorruptImage, EmptyUpload, ImageTooLarge, UnsupportedImage
+from .errors import CorruptImage, EmptyUpload, ImageTooLarge, OriginError, UnsupportedImage
 from .units import human_pixels
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,16 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         raise UnsupportedImage() from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"the image has more pixels than the limit of {human_pixels(max_pixels)}") from exc
+    except OriginError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
         # Pillow reports truncated/corrupt data through these (SyntaxError: broken headers)
+        raise CorruptImage(f"the image could not be decoded: {exc.__class__.__name__}") from exc
+    except Exception as exc:  # noqa: BLE001 - any other decoder failure is still the image's fault
+        # Pillow's plugins also raise TypeError/AttributeError/KeyError/ZeroDivisionError/... on
+        # mistyped EXIF or TIFF tags (Orientation + a FLOAT `Model`; RATIONAL StripOffsets): the
+        # upload is bad, never the server.
+        logger.warning("decoder raised %s on an upload: %s", exc.__class__.__name__, exc)
         raise CorruptImage(f"the image could not be decoded: {exc.__class__.__name__}") from exc
     return DecodedImage(img, fmt)
 

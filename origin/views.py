@@ -125,7 +125,10 @@ def _stored(key: str, name: str, content_type: str) -> Response:
     if not is_valid_key(key):  # before any storage access
         raise InvalidResultKey()
     body = service().storage("get", lambda: service().store.get(key, name))
-    if body is None:
+    # A thumbnail (or signature) without result.json is a leftover of a failed write: only a
+    # complete result's files exist for clients, and nginx would keep an orphan for a week.
+    if body is None or (name != RESULT and not service().storage(
+            "exists", lambda: service().store.exists(key, RESULT))):
         raise ResultNotFound()
     resp = Response(body, content_type=content_type)
     resp.set_etag(hashlib.sha256(body).hexdigest()[:32])
@@ -163,7 +166,9 @@ def readyz() -> Response:
         checks["storage"] = "ok"
     except StorageUnavailable as exc:
         metrics.STORAGE_ERRORS.labels("ping").inc()
-        checks["storage"] = f"error: {exc}"
+        # the detail (paths, bucket names, endpoints) goes to the log, not to whoever asks
+        logger.error("readiness: storage failed error=%s", exc)
+        checks["storage"] = "error: storage cannot be written and read (see the origin log)"
         ready = False
     if svc.index is None:
         checks["redis"] = "disabled"
@@ -173,7 +178,8 @@ def readyz() -> Response:
             checks["redis"] = "ok"
         except IndexUnavailable as exc:
             metrics.REDIS_ERRORS.labels("ping").inc()
-            checks["redis"] = f"degraded: {exc}"
+            logger.warning("readiness: redis failed error=%s", exc)
+            checks["redis"] = "degraded: Redis does not answer (uploads work without dedup)"
     checks["model"] = f"ok {svc.predictor.model_name} {svc.predictor.model_version}"
     resp = jsonify({"status": "ready" if ready else "unready", "checks": checks,
                     "namespace": svc.namespace})
