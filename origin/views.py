@@ -104,7 +104,7 @@ def upload() -> Response:
         raise
     location = f"/results/{outcome.key}"
     if _wants_json():
-        body = outcome.body or service().storage("get", lambda: service().store.get(outcome.key, RESULT))
+        body = outcome.body or service().results.get(outcome.key, RESULT)
         if body is None:  # written a moment ago; only a concurrent deletion can get here
             raise ResultNotFound()
         resp = Response(body, status=200 if outcome.hit else 201,
@@ -124,11 +124,10 @@ def upload() -> Response:
 def _stored(key: str, name: str, content_type: str) -> Response:
     if not is_valid_key(key):  # before any storage access
         raise InvalidResultKey()
-    body = service().storage("get", lambda: service().store.get(key, name))
+    body = service().results.get(key, name)
     # A thumbnail (or signature) without result.json is a leftover of a failed write: only a
     # complete result's files exist for clients, and nginx would keep an orphan for a week.
-    if body is None or (name != RESULT and not service().storage(
-            "exists", lambda: service().store.exists(key, RESULT))):
+    if body is None or (name != RESULT and not service().results.exists(key, RESULT)):
         raise ResultNotFound()
     resp = Response(body, content_type=content_type)
     resp.set_etag(hashlib.sha256(body).hexdigest()[:32])
@@ -170,7 +169,7 @@ def readyz() -> Response:
         logger.error("readiness: storage failed error=%s", exc)
         checks["storage"] = "error: storage cannot be written and read (see the origin log)"
         ready = False
-    if svc.index is None:
+    if not svc.index.enabled:
         checks["redis"] = "disabled"
     else:
         try:
