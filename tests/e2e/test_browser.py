@@ -191,6 +191,17 @@ def test_home_page_is_accessible_and_fits_a_phone(page: Any, browser_context: An
     phone.close()
 
 
+def test_keyboard_reaches_the_picker_with_a_visible_focus(page: Any) -> None:
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == "file":
+            break
+    else:
+        raise AssertionError("Tab never reached the file input")
+    outline = page.evaluate("getComputedStyle(document.querySelector('label.pick')).outlineStyle")
+    assert outline not in ("none", ""), "the picker shows no focus"
+
+
 def test_upload_by_picker_shows_text_polygons_hover_and_copy(page: Any, nginx: NginxServer) -> None:
     card = pick(page, "invoice.png", render(INVOICE))
     result = result_of(nginx, card)
@@ -226,6 +237,15 @@ def test_upload_by_picker_shows_text_polygons_hover_and_copy(page: Any, nginx: N
         "Reused an earlier result (identical image) in")
     assert again.get_attribute("data-match") == "exact"
     shot(page, "reused")
+
+    # The same picture re-encoded as a JPEG: other pixels, a verified near duplicate.
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(render(INVOICE))).convert("RGB").save(buf, format="JPEG", quality=90)
+    near = pick(page, "invoice.jpg", buf.getvalue(), "image/jpeg")
+    assert near.get_attribute("data-key") == card.get_attribute("data-key")
+    assert near.get_attribute("data-match") == "near"
+    assert near.get_by_test_id("card-summary").inner_text().startswith(
+        "Reused an earlier result (near-duplicate image) in")
 
 
 def test_upload_by_drop_and_by_paste(page: Any, nginx: NginxServer) -> None:

@@ -50,7 +50,7 @@ def _call(client, contract: Contract, method: str, path: str, **kw: Any):
     return resp
 
 
-def test_every_operation_answers_as_documented(client, contract, settings) -> None:
+def test_every_operation_answers_as_documented(app, client, contract, settings) -> None:
     from .test_images import _png_header_only
 
     data = png()
@@ -83,6 +83,17 @@ def test_every_operation_answers_as_documented(client, contract, settings) -> No
     icon = _call(client, contract, "GET", "/favicon.ico").headers["Location"]
     assert _call(client, contract, "GET", icon).status_code == 200
     assert _call(client, contract, "GET", "/static/app.0000000000.js").status_code == 404
+
+    rules = {rule.rule for rule in app.url_map.iter_rules()}
+    if "/jobs/<key>" in rules:  # with the job queue: a stored result's job redirects to it
+        assert _call(client, contract, "GET", f"/jobs/{key}").status_code == 303
+        assert _call(client, contract, "GET", "/jobs/bad").status_code == 400
+    if "/ocr/batch" in rules:
+        batch = _call(client, contract, "POST", "/ocr/batch", content_type="multipart/form-data",
+                      data={"image": [(io.BytesIO(data), "a.png"), (io.BytesIO(other), "b.png")]})
+        if batch.status_code == 202:
+            assert _call(client, contract, "GET", batch.headers["Location"]).status_code == 200
+        assert _call(client, contract, "GET", "/batches/bad!").status_code in (400, 404)
 
     # every operation of this app was driven at least once, and every status of /ocr and /results
     seen_ops = {(m, p) for m, p, _ in contract.seen}
