@@ -87,14 +87,16 @@ class TextDetector:
         prob, sx, sy = self.probability_map(rgb)
         return boxes_from_map(prob, sx, sy)
 
-    def find_lines(self, rgb: np.ndarray) -> list[tuple[TextLine, np.ndarray]]:
-        """Detected lines in reading order, each with its straightened, padded crop.
+    def find_lines(self, rgb: np.ndarray,
+                   found: list[DetectedLine] | None = None) -> list[tuple[TextLine, np.ndarray]]:
+        """Detected lines in reading order, each with its straightened, padded crop (`found`: this
+        image's detections when already made).
 
         Photos read row by row, top to bottom and left to right in a row: labels, tickets and signs
         are laid out that way, and column analysis split a ticket's rows into false columns.
         """
         h, w = rgb.shape[:2]
-        found = self.detect(rgb)
+        found = self.detect(rgb) if found is None else found
         if not found:
             return []
         lines = [d.text_line(w, h) for d in found]

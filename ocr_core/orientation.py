@@ -2,12 +2,15 @@
 
 Two questions, answered by different evidence:
 
-1. **Do the lines run across or down the image?** Inside a line, glyphs sit close to their
-   neighbours along the line (letter and character spacing, ~0.1 em) and far from those across it
-   (the gap between lines, ~0.3-1 em). For each glyph-like ink component we take the nearest gap
-   to a neighbour that overlaps it vertically (so lies beside it) and to one that overlaps it
-   horizontally (above or below it); on a page whose lines run across, most glyphs have the
-   closer neighbour beside them. This costs one connected-component pass over the page.
+1. **Do the lines run across or down the image?** Documents: inside a line, glyphs sit close to
+   their neighbours along the line (letter and character spacing, ~0.1 em) and far from those
+   across it (the gap between lines, ~0.3-1 em). For each glyph-like ink component we take the
+   nearest gap to a neighbour that overlaps it vertically (so lies beside it) and to one that
+   overlaps it horizontally (above or below it); on a page whose lines run across, most glyphs
+   have the closer neighbour beside them. This costs one connected-component pass over the page.
+   Photos (the learned detector's route): texture and big display type make glyph geometry
+   unreliable there, so the detector's own boxes vote: more standing lines than lying ones means
+   the photo is turned a quarter (its detections are reused when it is not).
 2. **Is it upside down?** Glyph geometry cannot tell; the recognizer can: text read the right way
    up comes out with confident characters, turned by 180 degrees with unsure ones. The page is read
    first as the geometry says; only when that reading is unsure are a few of its longest lines read
@@ -87,6 +90,19 @@ def lines_run_down(rgb: np.ndarray) -> bool:
     """True when the page's text lines run down the image (it is turned by 90 or 270 degrees)."""
     share = vertical_share(glyph_boxes(rgb))
     return share is not None and share > VERTICAL_SHARE
+
+
+def boxes_run_down(quads: list[np.ndarray]) -> bool:
+    """For the photo detector's boxes (4 x 2 corners, `detect.DetectedLine.quad`): True when more
+    of the elongated boxes stand (taller than 1.5x their width) than lie. On photos, texture and
+    big display type make glyph geometry unreliable, while a detected line's shape is not."""
+    tall = wide = 0
+    for q in quads:
+        w = float(np.linalg.norm(q[1] - q[0]))
+        h = float(np.linalg.norm(q[3] - q[0]))
+        tall += h >= 1.5 * w
+        wide += w >= 1.5 * h
+    return tall > wide
 
 
 def turn(rgb: np.ndarray, rotation: int) -> np.ndarray:

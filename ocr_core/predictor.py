@@ -16,7 +16,7 @@ from ocr_core.detect import DEFAULT_DETECTOR_WEIGHTS, TextDetector, looks_like_p
 from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
 from ocr_core.model import CRNN, load_crnn
 from ocr_core.preprocess import prepare_line
-from ocr_core.orientation import lines_run_down, to_upload, turn
+from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
 from ocr_core.words import Word, apply, polygon_and_box, translation, word_boxes
 
 logger = logging.getLogger(__name__)
@@ -194,13 +194,20 @@ class Predictor:
             if finder == "auto":
                 # Flat-background share does not change when a page turns: decide once.
                 finder = "learned" if self.detector is not None and looks_like_photo(rgb) else "classical"
+            found = None
             if orient:
                 t_or = time.perf_counter()
                 # Lines running down the image: turn it a quarter clockwise; if it was the other
                 # quarter, the text now reads upside down and the check below turns it further.
-                rotation = 90 if lines_run_down(rgb) else 0
+                if finder == "learned":
+                    assert self.detector is not None
+                    found = self.detector.detect(rgb)
+                    rotation = 90 if boxes_run_down([d.quad for d in found]) else 0
+                else:
+                    rotation = 90 if lines_run_down(rgb) else 0
                 timings["orientation"] = (time.perf_counter() - t_or) * 1e3
-            lines, crops, decoded = self._read_page(turn(rgb, rotation), finder, timings)
+            lines, crops, decoded = self._read_page(turn(rgb, rotation), finder, timings,
+                                                    found=None if rotation else found)
             if orient and _unsure(decoded):
                 t_or = time.perf_counter()
                 flip = self._reads_better_flipped(crops, decoded)
@@ -239,14 +246,15 @@ class Predictor:
             elapsed_ms=(t_end - t0) * 1e3, timings_ms=timings, finder=finder, rotation=rotation,
         )
 
-    def _read_page(self, rgb: np.ndarray, finder: str,
-                   timings: dict[str, float]) -> tuple[list[TextLine], list[np.ndarray], list]:
-        """Find the lines of an upright page with the named finder and recognize them."""
+    def _read_page(self, rgb: np.ndarray, finder: str, timings: dict[str, float], *,
+                   found: list | None = None) -> tuple[list[TextLine], list[np.ndarray], list]:
+        """Find the lines of an upright page with the named finder (the detector's `found`, when
+        already made on this image) and recognize them."""
         t_lines = time.perf_counter()
         if finder == "learned":
             assert self.detector is not None
-            found = self.detector.find_lines(rgb)
-            lines, crops = [ln for ln, _ in found], [c for _, c in found]
+            pairs = self.detector.find_lines(rgb, found)
+            lines, crops = [ln for ln, _ in pairs], [c for _, c in pairs]
         else:
             lines = find_lines(rgb)
             crops = [crop_line(rgb, ln) for ln in lines]

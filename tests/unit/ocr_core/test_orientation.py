@@ -87,3 +87,36 @@ def test_orientation_can_be_switched_off(predictor: Predictor) -> None:
     page = turn(render_lines(PAGE), 180)
     assert predictor.read(page, orient=False).rotation == 0
     assert predictor.read(page).rotation == 180
+
+
+def test_exif_orientation_is_applied_first(predictor: Predictor) -> None:
+    import io
+
+    from PIL import Image
+
+    from ocr_core.images import load_image
+
+    upright = render_lines(PAGE)
+    stored = Image.fromarray(turn(upright, 270))         # pixels stored turned a quarter back ...
+    exif = Image.Exif()
+    exif[0x0112] = 6                                     # ... and tagged "turn 90° clockwise to view"
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", quality=95, exif=exif)
+    image = load_image(buf.getvalue())
+    assert image.size == (upright.shape[1], upright.shape[0])
+    result = predictor.read(image)
+    # decoded upright already: nothing left to turn, and boxes are in the decoded image's coordinates
+    assert result.rotation == 0 and len(result.lines) == len(PAGE)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_a_turned_photo_reads_in_order(predictor: Predictor, rotation: int) -> None:
+    from .test_detect import photo_of_label
+
+    texts = ["洗涤说明 100%桑蚕丝", "Total: $1,234.56", "原版正品 今日活动价"]
+    result = predictor.read(turn(photo_of_label(texts), rotation))
+    assert result.finder == "learned"
+    assert result.rotation == (360 - rotation) % 360
+    assert len(result.lines) == len(texts)
+    for ln, ref in zip(result.lines, texts):
+        assert char_errors(ref, ln.text)[0] <= 2, (ln.text, ref)
