@@ -159,6 +159,9 @@ def assert_card_matches(card: Any, result: dict) -> None:
     assert card.locator("[data-testid=line][data-line]").count() == n
     assert sorted(int(x) for x in card.locator("[data-testid=overlay] polygon[data-line]")
                   .evaluate_all("els => els.map((e) => e.dataset.line)")) == list(range(n))
+    # word boxes, when the result has them, are drawn too (thinner, not counted as lines)
+    words = sum(len(line.get("words") or []) for line in result["lines"])
+    assert card.locator("[data-testid=overlay] [data-testid=word]").count() == words
 
 
 def is_active(locator: Any) -> bool:
