@@ -295,6 +295,12 @@ def test_view_page_renders_the_same_result(page: Any, browser_context: Any, ngin
     view.emulate_media(color_scheme="dark")
     axe_check(view, "view page (dark)")
     shot(view, "view-dark")
+    view.set_viewport_size({"width": 390, "height": 844})  # a phone: the card fits, no sideways scroll
+    assert view.evaluate("document.documentElement.scrollWidth") <= 390
+    for target in view.locator("[data-testid=card] button:visible, [data-testid=card] a.button:visible").all():
+        box = target.bounding_box()
+        assert box and box["height"] >= 44 and box["width"] >= 44, f"small touch target {target.inner_text()!r}"
+    shot(view, "view-phone")
     view.close()
 
 
