@@ -25,7 +25,11 @@ DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 NOTO_CJK = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 TIMEOUT_MS = 120_000  # a cold recognition on two busy cores, with margin
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test does)")
+try:
+    from playwright import sync_api as playwright_api
+except ImportError as exc:  # a missing test dependency fails, it never skips (make test installs it)
+    raise ImportError(f"{exc}: run `make test` (it installs the test extra: playwright, "
+                      f"axe-playwright-python)") from exc
 
 
 def render(lines: list[str], *, font: Path = DEJAVU, size: int = 30) -> bytes:
