@@ -88,7 +88,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["key", "text", "lines", "width", "height", "model", "elapsed_ms", "created_at"],
         "properties": {
             "key": {"type": "string", "pattern": KEY_PATTERN},
-            "text": {"type": "string", "description": "the lines' text joined with \\n, in reading order"},
+            "text": {"type": "string", "description": "the lines' text joined with \\n, in reading order; "
+                                                       "cells side by side on one row joined with a tab"},
             "lines": {"type": "array", "items": _ref("Line")},
             "phash": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
             "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "of the uploaded bytes"},
@@ -100,7 +101,9 @@ SCHEMAS: dict[str, Any] = {
                                      "namespace": {"type": "string"}}},
             "finder": {"type": "string", "description": "the line finder: classical (documents, "
                                                          "screenshots) or learned (photos)"},
-            "rotation": {"type": "number", "description": "degrees the page was turned before reading"},
+            "rotation": {"type": "number", "enum": [0, 90, 180, 270],
+                         "description": "the clockwise turn, in degrees, that made the upload upright "
+                                        "before reading; boxes stay in the upload's coordinates"},
             "elapsed_ms": {"type": "number", "minimum": 0,
                            "description": "recognition time when the result was made (not of a reuse)"},
             "created_at": {"type": "string", "format": "date-time"},
