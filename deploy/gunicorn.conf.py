@@ -12,20 +12,21 @@ logger = logging.getLogger(__name__)
 
 # Where to listen; make run/serve pass --bind, docker-compose relies on this default.
 bind = os.environ.get("OCR_BIND", f"127.0.0.1:{os.environ.get('OCR_ORIGIN_PORT', '8000')}")
-# Sync workers: recognition is CPU-bound, one request per process, torch at 1 intra-op thread
-# (OCR_TORCH_THREADS=1) — NOTES.md: 2 spinning OpenMP threads per worker collapse under load.
-# Default: one worker per core (at least 2 so a slow upload never blocks /results/ misses).
+# Threaded workers: the origin no longer runs the model (queue workers do, origin/worker.py); a
+# request mostly waits on Redis, S3 or its job (up to OCR_SYNC_WAIT_S), so each process serves
+# OCR_WEB_THREADS requests at once and /healthz and result GETs keep answering while uploads wait.
 workers = int(os.environ.get("OCR_WORKERS", max(2, os.cpu_count() or 1)))
-worker_class = "sync"
-# A large page plus a single-flight wait may take tens of seconds; nginx gives up at 120 s.
+worker_class = "gthread"
+threads = int(os.environ.get("OCR_WEB_THREADS", "16"))
+# An upload waits for its job at most OCR_SYNC_WAIT_S (then 202); this only catches a hang.
 timeout = int(os.environ.get("OCR_WORKER_TIMEOUT", "120"))
 graceful_timeout = 30
-# nginx in front keeps no connections to sync workers (they always close); keep it small.
+# Idle keep-alive connections from nginx are closed after this many seconds.
 keepalive = 2
 # Recycle workers now and then to bound slow leaks (jitter so they do not restart together).
 max_requests = int(os.environ.get("OCR_MAX_REQUESTS", "5000"))
 max_requests_jitter = 500
-# Each worker loads the model itself after fork: torch's thread pools do not survive fork well.
+# Each worker builds its app after fork (connection pools are per process).
 preload_app = False
 # gunicorn >= 24 opens a control socket at one fixed path per user (~/.gunicorn/gunicorn.ctl):
 # several masters on one host (make run + tests + bench) would fight over it. Not used here.

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Start redis-server, the gunicorn origin and nginx for `make run`; stop them all together.
+"""Start redis-server, the recognition workers, the gunicorn origin and nginx for `make run`;
+stop them all together.
 
     python deploy/run.py          # foreground; Ctrl-C (or `make stop`) stops everything
     python deploy/run.py stop     # from another shell: ask the running launcher to stop
 
 Children run in their own sessions so that Ctrl-C reaches only this launcher, which then stops
-them in order (nginx first so no new requests arrive, then gunicorn, then redis, which saves).
+them in order (nginx first so no new requests arrive, then gunicorn, then the workers, which
+finish their current job, then redis, which saves). OCR_RECOGNITION_WORKERS sets how many
+`ocr-origin worker` processes run (default one per core; 0 for none).
 If any child dies, the others are stopped and the launcher exits non-zero. Standard library
 only; run it with the project's venv python (gunicorn is imported from there).
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import secrets
@@ -34,6 +38,7 @@ LAUNCHER_PID = RUN_DIR / "launcher.pid"
 CHILD_PIDS = RUN_DIR / "children.pids"  # "name pid" lines, for `stop` when the launcher is gone
 # gunicorn's own messages and the origin's structured log lines (`request_id=...`).
 ORIGIN_LOG = VAR / "log/origin/origin.log"
+WORKER_LOG = VAR / "log/origin/worker.log"  # the recognition workers (model load, jobs)
 
 
 def env_port(name: str, default: int) -> int:
@@ -92,6 +97,8 @@ class Launcher:
         self.origin_port = env_port("OCR_ORIGIN_PORT", 8000)
         self.http_port = env_port("OCR_HTTP_PORT", 8080)
         self.workers = int(os.environ.get("OCR_WORKERS", max(2, os.cpu_count() or 1)))
+        # Recognition runs in these (one model and one torch thread each): one per core.
+        self.recognition_workers = int(os.environ.get("OCR_RECOGNITION_WORKERS", os.cpu_count() or 1))
         self.children: list[tuple[str, subprocess.Popen[bytes], signal.Signals]] = []
         self.stopping = False
 
@@ -160,6 +167,12 @@ class Launcher:
         ], signal.SIGTERM)
         self._wait_port(self.redis_port, redis, "redis-server", 15)
 
+        for n in range(self.recognition_workers):
+            # `worker` in the command line lets `stop` recognise the pid as ours.
+            self.spawn("worker", [sys.executable, "-m", "origin.cli", "worker",
+                                  "--name", f"{socket.gethostname()}-{os.getpid()}-worker-{n + 1}"],
+                       signal.SIGTERM, env=self.origin_env(), log=WORKER_LOG)
+
         gunicorn = self.spawn("gunicorn", [
             sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py"),
             os.environ.get("OCR_WSGI_APP", "origin.wsgi:app"),  # override only to debug the launcher
@@ -172,6 +185,8 @@ class Launcher:
         except RuntimeError as exc:
             raise RuntimeError(f"origin (gunicorn origin.wsgi:app): {exc}; last lines of "
                                f"{ORIGIN_LOG}:\n{tail(ORIGIN_LOG)}") from None
+        if self.recognition_workers:
+            self.wait_workers(300)
 
         render = load_render()
         nginx_dir = VAR / "nginx"
@@ -191,6 +206,25 @@ class Launcher:
                     "Ctrl-C or `make stop` stops all", self.http_port, self.origin_port, self.redis_port)
         logger.info("logs: %s (origin), %s (nginx, JSON lines), %s", ORIGIN_LOG,
                     VAR / "log/nginx/access.log", VAR / "log/redis.log")
+
+    def wait_workers(self, timeout: float) -> None:
+        """Until a worker has loaded the model and announced it (the origin's /readyz says so):
+        uploads before that would get 503."""
+        url = f"http://127.0.0.1:{self.origin_port}/readyz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc, _ in self.children:
+                if name == "worker" and proc.poll() is not None:
+                    raise RuntimeError(f"a recognition worker exited with {proc.returncode} while "
+                                       f"starting; last lines of {WORKER_LOG}:\n{tail(WORKER_LOG)}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if str(json.load(resp).get("checks", {}).get("model", "")).startswith("ok"):
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"no recognition worker ready after {timeout:.0f}s; see {WORKER_LOG}")
 
     def _wait_port(self, port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

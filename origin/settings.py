@@ -28,6 +28,20 @@ def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 
     return value
 
 
+def _float(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0,
+           maximum: float | None = None) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not minimum <= value <= (maximum if maximum is not None else float("inf")):
+        raise ConfigError(f"{name} must be in {minimum}..{maximum if maximum is not None else '∞'}, got {value}")
+    return value
+
+
 def load_secret(environ: Mapping[str, str]) -> bytes:
     """OCR_SECRET, else the file OCR_SECRET_FILE (default var/secret, created by `make run`).
 
@@ -65,15 +79,35 @@ class Settings:
     log_level: str = "INFO"
     result_max_age: int = 7 * 24 * 3600                # Cache-Control on immutable results
     error_max_age: int = 60                            # short, so a CDN never pins a 404
-    lock_ttl_ms: int = 30_000                          # single flight: a crashed worker frees it by then
-    lock_wait_s: float = 15.0                          # how long a duplicate upload waits for the leader
     max_candidates: int = 8                            # near-duplicate candidates verified per upload
+    # Recognition queue (origin/jobs.py, docs/architecture.md "Recognition on a queue").
+    queue_name: str = "ocr"                            # the RQ queue the workers listen on
+    sync_wait_s: float = 10.0                          # POST /ocr waits this long, then answers 202
+    job_timeout_min_s: int = 60                        # a job's time limit: this much plus ...
+    job_seconds_per_mpx: float = 10.0                  # ... this per million pixels (~4x measured)
+    job_timeout_max_s: int = 900                       # ... at most this
+    job_retries: int = 1                               # runs after a worker died mid-job
+    worker_nice: int = 10                              # workers' CPU priority: co-located origins first
+    pdf_dpi: int = 200                                 # PDF pages are rendered at this resolution
+    pdf_max_pages: int = 20                            # more pages: 413 too_many_pages
+    batch_max_items: int = 100                         # images (or ZIP entries) per batch
+    batch_max_bytes: int = 200 * 1024 * 1024           # a batch ZIP's total uncompressed size
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_SECRET_BYTES:
             raise ConfigError(f"secret shorter than {MIN_SECRET_BYTES} bytes")
         if not 0 <= self.hamming_distance <= MAX_RADIUS:
             raise ConfigError(f"OCR_HAMMING_DISTANCE must be 0..{MAX_RADIUS}")
+        if not self.queue_name or not self.queue_name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("OCR_QUEUE must be letters, digits, '-' or '_'")
+
+    def job_timeout(self, pixels: int) -> int:
+        """A job's time limit from the pixels it reads: a dense 6300x6300 page took 80-110 s
+        (issue 14), ~2.5 s per million pixels on an idle core; the default allows ~4x that, for
+        denser pages and busy machines (a 4.8 Mpx page of 70 lines took over 59 s on 2 busy
+        cores in the e2e tests)."""
+        seconds = self.job_timeout_min_s + self.job_seconds_per_mpx * pixels / 1e6
+        return int(min(self.job_timeout_max_s, seconds))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -89,4 +123,15 @@ class Settings:
             torch_threads=_int(environ, "OCR_TORCH_THREADS", cls.torch_threads, minimum=1),
             detector_path=environ.get("OCR_DETECTOR_PATH") or None,
             log_level=(environ.get("OCR_LOG_LEVEL") or cls.log_level).upper(),
+            queue_name=(environ.get("OCR_QUEUE") or cls.queue_name).strip(),
+            sync_wait_s=_float(environ, "OCR_SYNC_WAIT_S", cls.sync_wait_s, maximum=60.0),
+            job_timeout_min_s=_int(environ, "OCR_JOB_TIMEOUT_MIN_S", cls.job_timeout_min_s, minimum=1),
+            job_seconds_per_mpx=_float(environ, "OCR_JOB_SECONDS_PER_MPX", cls.job_seconds_per_mpx),
+            job_timeout_max_s=_int(environ, "OCR_JOB_TIMEOUT_MAX_S", cls.job_timeout_max_s, minimum=1),
+            job_retries=_int(environ, "OCR_JOB_RETRIES", cls.job_retries, maximum=5),
+            worker_nice=_int(environ, "OCR_WORKER_NICE", cls.worker_nice, maximum=19),
+            pdf_dpi=_int(environ, "OCR_PDF_DPI", cls.pdf_dpi, minimum=36, maximum=600),
+            pdf_max_pages=_int(environ, "OCR_PDF_MAX_PAGES", cls.pdf_max_pages, minimum=1),
+            batch_max_items=_int(environ, "OCR_BATCH_MAX_ITEMS", cls.batch_max_items, minimum=1),
+            batch_max_bytes=_int(environ, "OCR_BATCH_MAX_BYTES", cls.batch_max_bytes, minimum=1),
         )

@@ -55,6 +55,8 @@ class Launcher:
                if not k.startswith(("OCR_", "AWS_")) and k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update({k: str(v) for k, v in self.ports.items()})
         env.update(OCR_VAR_DIR=str(self.var), OCR_WORKERS="1", PYTHONUNBUFFERED="1")
+        # The stub origin needs no recognition workers; the real one gets one (2 cores).
+        env["OCR_RECOGNITION_WORKERS"] = "0" if app else "1"
         if app:
             env["OCR_WSGI_APP"] = app
         self.env = env
