@@ -25,11 +25,13 @@ STAMP := $(VENV)/.installed
 # check=package pairs for deploy/ensure-apt.sh (nothing happens when all are present).
 APT_RUN := nginx='nginx-light|nginx' redis-server=redis-server
 # Tests render text with DejaVu Sans; the cache tests' corpus (tests/unit/cache/corpus.py) also
-# with Noto Sans CJK, WenQuanYi Micro Hei and Liberation. (`make bench` adds wrk.)
+# with Noto Sans CJK, WenQuanYi Micro Hei and Liberation. The browser tests drive Debian's chromium
+# (never a browser downloaded by playwright). (`make bench` adds wrk.)
 APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core \
 	/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc=fonts-noto-cjk \
 	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc=fonts-wqy-microhei \
-	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation
+	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation \
+	/usr/bin/chromium=chromium
 
 .PHONY: help run test stop clean distclean deps apt-run apt-test nginx-check bench bench-deps bench-ocr evaluate weights
 

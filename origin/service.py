@@ -14,25 +14,24 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Protocol
 
 from PIL import Image
 
 from cache import verify
-from cache.errors import IndexUnavailable, StorageUnavailable
 from cache.fingerprint import Fingerprint, fingerprint
-from cache.index import ResultIndex
 from cache.keys import KeyDeriver, is_valid_key, model_namespace
 from cache.store import RESULT, SIGNATURE, ResultStore
 
 from . import metrics, pdf
-from .errors import QueueUnavailable, RecognitionFailed, StorageDown
+from .backends import DegradingIndex, RedisIndex, ResultFiles
+from .errors import QueueUnavailable, RecognitionFailed
 from .images import decode_image
 from .jobs import JobState, ModelIdentity, RecognitionQueue
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
+__all__ = ["OcrService", "Outcome", "Recognizer", "RedisIndex", "identity_of"]
 
 
 class Recognizer(Protocol):
@@ -43,34 +42,9 @@ class Recognizer(Protocol):
     def read(self, image: Any, *, single_line: bool = False) -> Any: ...
 
 
-RedisIndex = ResultIndex  # the near-duplicate index (RedisResultIndex)
-
-
 def identity_of(predictor: Recognizer) -> ModelIdentity:
     return ModelIdentity(predictor.model_name, predictor.model_version,
                          model_namespace(predictor.model_name, predictor.model_version))
-
-
-def call_storage(op: str, fn: Callable[[], T]) -> T:
-    """A storage call, its failure counted, logged and turned into a 503."""
-    try:
-        return fn()
-    except StorageUnavailable as exc:
-        metrics.STORAGE_ERRORS.labels(op).inc()
-        logger.error("storage failed op=%s error=%s", op, exc)
-        raise StorageDown() from exc
-
-
-def call_index(index: ResultIndex | None, op: str, fn: Callable[[], T], default: Any) -> T | Any:
-    """An index call; without Redis the default (dedup skipped, never an error)."""
-    if index is None:
-        return default
-    try:
-        return fn()
-    except IndexUnavailable as exc:
-        metrics.REDIS_ERRORS.labels(op).inc()
-        logger.warning("redis unavailable op=%s dedup=skipped error=%s", op, exc)
-        return default
 
 
 @dataclass(frozen=True)
@@ -91,11 +65,12 @@ class Outcome:
 class OcrService:
     """Built once per web worker by create_app: store, index, queue and key deriver (no model)."""
 
-    def __init__(self, settings: Settings, *, store: ResultStore, index: ResultIndex | None,
+    def __init__(self, settings: Settings, *, store: ResultStore, index: RedisIndex | None,
                  queue: RecognitionQueue | None, identity: ModelIdentity | None = None) -> None:
         self.settings = settings
-        self.store = store
-        self.index = index
+        self.store = store                   # the raw store (readiness pings it)
+        self.results = ResultFiles(store)    # what the flow and the views use: errors are 503s
+        self.index = DegradingIndex(index)   # Redis failures degrade dedup, never the upload
         self.queue = queue
         self.keys = KeyDeriver(settings.secret)
         self._fixed_identity = identity  # tests and single-process use: the model in this process
@@ -111,15 +86,8 @@ class OcrService:
         identity = self.identity()
         return identity.namespace if identity else None
 
-    # storage and index calls, translated and counted ---------------------------------------
-    def storage(self, op: str, fn: Callable[[], T]) -> T:
-        return call_storage(op, fn)
-
-    def _redis(self, op: str, fn: Callable[[], T], default: Any) -> T | Any:
-        return call_index(self.index, op, fn, default)
-
     def _exists(self, key: str) -> bool:
-        return self.storage("exists", lambda: self.store.exists(key, RESULT))
+        return self.results.exists(key, RESULT)
 
     # the flow --------------------------------------------------------------------------------
     def submit(self, data: bytes, *, wait: bool = True) -> Outcome:
@@ -198,15 +166,15 @@ class OcrService:
         if upload.faint:
             logger.info("near-duplicate lookup skipped reason=faint content phash=%s", fp.phash_hex)
             return None  # no candidate could pass: save the lookup and the signature reads
-        candidates = self._redis("candidates", lambda: self.index.candidates(
-            namespace, fp.phash, limit=self.settings.max_candidates, unstable=fp.unstable), [])
+        candidates = self.index.candidates(namespace, fp.phash, limit=self.settings.max_candidates,
+                                           unstable=fp.unstable)
         for cand in candidates:
             # Redis is not trusted: a malformed key never reaches storage, and another model's
             # result is never served, whatever an index entry says.
             if not is_valid_key(cand.key) or not cand.key.startswith(namespace):
                 logger.warning("near-duplicate candidate ignored key=%r reason=foreign or malformed", cand.key)
                 continue
-            sig_bytes = self.storage("get", lambda: self.store.get(cand.key, SIGNATURE))
+            sig_bytes = self.results.get(cand.key, SIGNATURE)
             if sig_bytes is None:
                 continue  # index ahead of storage (deleted result): never trust the index alone
             try:

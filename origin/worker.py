@@ -29,14 +29,14 @@ from PIL import Image
 
 from cache import redis_keys, verify
 from cache.fingerprint import Fingerprint, fingerprint
-from cache.index import ResultIndex
 from cache.keys import KeyDeriver
 from cache.store import RESULT, SIGNATURE, THUMBNAIL, ResultStore
 
 from . import metrics, pdf
 from .images import decode_image
 from .jobs import ModelIdentity
-from .service import Recognizer, call_index, call_storage, identity_of
+from .backends import DegradingIndex, RedisIndex, ResultFiles
+from .service import Recognizer, identity_of
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -60,11 +60,11 @@ class Recognition:
     """Recognise one upload and store its result: what a job does, with what it needs."""
 
     def __init__(self, settings: Settings, *, predictor: Recognizer, store: ResultStore,
-                 index: ResultIndex | None) -> None:
+                 index: RedisIndex | None) -> None:
         self.settings = settings
         self.predictor = predictor
-        self.store = store
-        self.index = index
+        self.results = ResultFiles(store)    # failures: StorageDown (the job fails, is retried)
+        self.index = DegradingIndex(index)   # failures: not indexed (`ocr-origin reindex`)
         self.identity: ModelIdentity = identity_of(predictor)
         self.keys = KeyDeriver(settings.secret)
 
@@ -72,7 +72,7 @@ class Recognition:
         if namespace != self.identity.namespace:
             raise ModelMismatch(f"job for model namespace {namespace}, this worker runs "
                                 f"{self.identity.namespace} ({self.identity.version})")
-        if call_storage("exists", lambda: self.store.exists(key, RESULT)):
+        if self.results.exists(key, RESULT):
             return key  # a replaced or retried job whose first run did finish
         if kind == "pdf":
             if self.keys.derive(namespace, pdf.digest(data)) != key:
@@ -99,18 +99,15 @@ class Recognition:
         # then Redis, so the index never points at a result that storage does not have.
         signature = verify.make_signature(image)
         if signature is not None:
-            call_storage("put", lambda: self.store.put(
-                key, SIGNATURE, verify.encode_signature(signature), content_type="image/png"))
-        call_storage("put", lambda: self.store.put(key, THUMBNAIL, make_thumbnail(image),
-                                                   content_type="image/jpeg"))
-        call_storage("put", lambda: self.store.put(key, RESULT, body,
-                                                   content_type="application/json; charset=utf-8"))
+            self.results.put(key, SIGNATURE, verify.encode_signature(signature), content_type="image/png")
+        self.results.put(key, THUMBNAIL, make_thumbnail(image), content_type="image/jpeg")
+        if not self.results.put(key, RESULT, body, content_type="application/json; charset=utf-8"):
+            body = self.results.get(key, RESULT) or body  # stored first by another run: theirs stays
         if signature is None:
             # nothing to verify a near duplicate against: not indexed, reused only when identical
             logger.info("near-duplicate reuse off key=%s reason=page over %d pixels", key, verify.MAX_PIXELS)
         else:
-            call_index(self.index, "record", lambda: self.index.record(
-                self.identity.namespace, key, fp.phash, created_at=created), None)
+            self.index.record(self.identity.namespace, key, fp.phash, created_at=created)
         return body
 
     def store_pdf(self, key: str, data: bytes) -> bytes:
@@ -147,9 +144,8 @@ class Recognition:
             "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
         }
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        call_storage("put", lambda: self.store.put(key, THUMBNAIL, thumbnail, content_type="image/jpeg"))
-        call_storage("put", lambda: self.store.put(key, RESULT, body,
-                                                   content_type="application/json; charset=utf-8"))
+        self.results.put(key, THUMBNAIL, thumbnail, content_type="image/jpeg")
+        self.results.put(key, RESULT, body, content_type="application/json; charset=utf-8")
         return body
 
     @staticmethod

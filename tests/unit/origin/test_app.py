@@ -169,7 +169,7 @@ def test_request_id_echoed_or_generated(client) -> None:
 
 def test_index_page(client) -> None:
     resp = client.get("/")
-    assert resp.status_code == 200 and b'name="image"' in resp.data and b"/ocr?format=json" in resp.data
+    assert resp.status_code == 200 and b'name="image"' in resp.data and b'action="/ocr"' in resp.data
 
 
 def test_settings_from_env(tmp_path) -> None:
