@@ -129,4 +129,6 @@ class BatchStore:
 
 
 def item_error(exc: OriginError) -> dict[str, Any]:
-    return {"status": exc.status, "code": exc.code, "message": exc.message}
+    """A refused item's entry fields: the error code and its message (the item's HTTP status, had
+    it been uploaded alone, in `http_status`)."""
+    return {"code": exc.code, "error": exc.message, "http_status": exc.status}

@@ -88,7 +88,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["key", "text", "lines", "width", "height", "model", "elapsed_ms", "created_at"],
         "properties": {
             "key": {"type": "string", "pattern": KEY_PATTERN},
-            "text": {"type": "string", "description": "the lines' text joined with \\n, in reading order"},
+            "text": {"type": "string", "description": "the lines' text joined with \\n, in reading order; "
+                                                       "cells side by side on one row joined with a tab"},
             "lines": {"type": "array", "items": _ref("Line")},
             "phash": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
             "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "of the uploaded bytes"},
@@ -100,7 +101,9 @@ SCHEMAS: dict[str, Any] = {
                                      "namespace": {"type": "string"}}},
             "finder": {"type": "string", "description": "the line finder: classical (documents, "
                                                          "screenshots) or learned (photos)"},
-            "rotation": {"type": "number", "description": "degrees the page was turned before reading"},
+            "rotation": {"type": "number", "enum": [0, 90, 180, 270],
+                         "description": "the clockwise turn, in degrees, that made the upload upright "
+                                        "before reading; boxes stay in the upload's coordinates"},
             "elapsed_ms": {"type": "number", "minimum": 0,
                            "description": "recognition time when the result was made (not of a reuse)"},
             "created_at": {"type": "string", "format": "date-time"},
@@ -118,13 +121,44 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"image": {"type": "string", "contentEncoding": "base64",
                                  "description": "the image file in base64 (a data: URL prefix is allowed)"}},
     },
+    "Accepted": {
+        "type": "object",
+        "description": "A queued upload: poll `location` (honour Retry-After) until it redirects to the result.",
+        "required": ["key", "status", "location"],
+        "properties": {"key": {"type": "string", "pattern": KEY_PATTERN}, "status": {"const": "queued"},
+                       "location": {"type": "string", "pattern": "^/jobs/[a-z2-7]{32}$"},
+                       "result": {"type": "string", "pattern": "^/results/[a-z2-7]{32}$"}},
+    },
     "Job": {
         "type": "object",
         "required": ["status"],
         "properties": {
-            "status": {"type": "string", "enum": ["queued", "running", "failed"]},
+            "key": {"type": "string", "pattern": KEY_PATTERN},
+            "status": {"type": "string", "examples": ["queued", "running", "failed", "done"]},
             "position": {"type": ["integer", "null"], "minimum": 0},
-            "error": {"anyOf": [{"type": "null"}, {"type": "string"}, {"type": "object"}]},
+            "error": {"type": ["string", "null"]},
+            "location": {"type": "string"},
+        },
+    },
+    "BatchAccepted": {
+        "type": "object",
+        "required": ["id", "location", "items"],
+        "properties": {"id": {"type": "string"}, "location": {"type": "string"},
+                       "items": {"type": "integer", "minimum": 0}},
+    },
+    "Batch": {
+        "type": "object",
+        "required": ["id", "status", "items"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": ["running", "done"]},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "items": {"type": "array", "items": {
+                "type": "object", "required": ["name", "status"],
+                "properties": {"name": {"type": "string"}, "status": {"type": "string"},
+                               "key": {"type": "string", "pattern": KEY_PATTERN},
+                               "result": {"type": "string"}, "job": {"type": "string"},
+                               "error": {"type": ["string", "null"]}}}},
         },
     },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
@@ -178,8 +212,9 @@ def _upload_op(max_bytes: int, max_pixels: int) -> dict[str, Any]:
         "responses": {
             "200": _json(_ref("Result"), "with ?format=json: an earlier result reused (HIT)", UPLOAD_HEADERS),
             "201": _json(_ref("Result"), "with ?format=json: recognised now (MISS)", UPLOAD_HEADERS),
-            "202": _json(_ref("Job"), "queued: follow Location (/jobs/<key>) until it redirects to the result",
-                         {"Location": _header("/jobs/<key>")}),
+            "202": _json(_ref("Accepted"), "queued (or `Prefer: respond-async`): follow Location "
+                         "(/jobs/<key>) until it redirects to the result",
+                         {"Location": _header("/jobs/<key>"), "Retry-After": _header("seconds")}),
             "303": _json(_ref("UploadRedirect"), "the result is at Location", UPLOAD_HEADERS),
             "400": _error("empty, corrupt or malformed upload (bad base64, no `image` field)"),
             "413": _error(f"larger than {human_bytes(max_bytes)} or {human_pixels(max_pixels)}"),
@@ -209,20 +244,23 @@ def _paths(max_bytes: int, max_pixels: int) -> dict[str, Any]:
                           "503": _error("storage unavailable")}}},
         "/jobs/{key}": {"get": {
             "summary": "A queued recognition", "operationId": "getJob", "parameters": [KEY_PARAM],
-            "responses": {"200": _json(_ref("Job"), "still queued or running, or failed"),
-                          "303": {"description": "done: the result is at Location"},
-                          "400": _error("malformed key"), "404": _error("no such job")}}},
+            "responses": {"200": _json(_ref("Job"), "queued, running or failed (Retry-After while pending)"),
+                          "303": _json(_ref("Job"), "done: the result is at Location", {"Location": _header("/results/<key>")}),
+                          "400": _error("malformed key"), "404": _error("no job and no result with this key"),
+                          "503": _error("the queue (Redis) or storage is unavailable")}}},
         "/ocr/batch": {"post": {
-            "summary": "Queue several images", "operationId": "uploadBatch",
+            "summary": "Queue several images (multipart fields `image`/`file`, or one ZIP)",
+            "operationId": "uploadBatch",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object"}}}},
-            "responses": {"202": {"description": "queued: follow Location (/batches/<id>)"},
+            "responses": {"202": _json(_ref("BatchAccepted"), "queued: follow Location (/batches/<id>)"),
                           "400": _error("malformed batch"), "413": _error("too large"),
-                          "415": _error("not images")}}},
+                          "415": _error("not images"), "503": _error("the queue (Redis) is unavailable")}}},
         "/batches/{batch_id}": {"get": {
-            "summary": "A batch's progress", "operationId": "getBatch",
+            "summary": "A batch's progress: each item's status and result", "operationId": "getBatch",
             "parameters": [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _json({"type": "object"}, "the batch's items"),
-                          "400": _error("malformed batch id"), "404": _error("no such batch")}}},
+            "responses": {"200": _json(_ref("Batch"), "the batch's items"),
+                          "400": _error("malformed batch id"), "404": _error("no such batch (kept 7 days)"),
+                          "503": _error("the queue (Redis) is unavailable")}}},
         "/": {"get": {"summary": "The web app", "operationId": "indexPage",
                       "responses": {"200": {"description": "HTML", "content": HTML}}}},
         "/view/{key}": {"get": {

@@ -217,7 +217,7 @@ def batch_upload() -> Response:
             raise  # the whole batch waits for the service, not item by item
         except OriginError as exc:  # this item is bad input: say so, keep the others
             metrics.REJECTED.labels(exc.code).inc()
-            items.append({"name": name, "key": None, "error": batches.item_error(exc)})
+            items.append({"name": name, "key": None, **batches.item_error(exc)})
     batch_id = batches.new_id()
     batches.BatchStore(svc.queue.connection).save(batch_id, items)
     location = f"/batches/{batch_id}"
@@ -244,7 +244,8 @@ def batch_status(batch_id: str) -> Response:
     for item in doc["items"]:
         key = item.get("key")
         if key is None:
-            items.append({"name": item["name"], "status": "rejected", "error": item.get("error")})
+            items.append({"name": item["name"], "status": "rejected", "code": item.get("code"),
+                          "error": item.get("error")})
             continue
         entry = {"name": item["name"], "key": key, "result": f"/results/{key}"}
         if svc.results.exists(key, RESULT):

@@ -125,7 +125,7 @@ class Recognition:
             raw = result.to_dict()
             pages.append({"page": number, "width": image.width, "height": image.height,
                           "text": raw.get("text", result.text), "lines": self._lines(raw),
-                          "finder": raw.get("finder", "classical")})
+                          "finder": raw.get("finder", "classical"), "rotation": int(raw.get("rotation", 0))})
             if number == 1:
                 thumbnail = make_thumbnail(image)
         created = time.time()
@@ -156,6 +156,10 @@ class Recognition:
                      "box": [int(v) for v in line["box"]]}
             if line.get("polygon") is not None:
                 entry["polygon"] = [[int(x), int(y)] for x, y in line["polygon"]]
+            # Word boxes (for highlighting and redaction) and table cells' places, as read.
+            for name in ("words", "row", "column"):
+                if line.get(name) is not None:
+                    entry[name] = line[name]
             lines.append(entry)
         return lines
 
@@ -175,6 +179,8 @@ class Recognition:
                       "namespace": self.identity.namespace},
             # which line finder read the image (classical for documents, learned for photos)
             "finder": raw.get("finder", "classical"),
+            # the clockwise turn (0/90/180/270) that made the upload upright; boxes are the upload's
+            "rotation": int(raw.get("rotation", 0)),
             "elapsed_ms": round(float(raw.get("elapsed_ms", result.elapsed_ms)), 2),
             "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
         }

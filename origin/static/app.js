@@ -102,7 +102,7 @@
                                        "data-testid": "card-progress" });
       this.root = el("li", { class: "card", id: this.id, "data-testid": "card", "aria-busy": "true",
                              "aria-labelledby": `${this.id}-title` },
-        el("h2", { id: `${this.id}-title`, text: title }), this.statusEl, this.progress);
+        el("h2", { id: `${this.id}-title`, "data-testid": "card-title", text: title }), this.statusEl, this.progress);
       cards.prepend(this.root);
     }
     status(text) { this.statusEl.textContent = text; this.statusEl.className = "status"; }
@@ -140,7 +140,8 @@
         overlay.append(shape);
         for (const word of Array.isArray(line.words) ? line.words : []) {
           overlay.append(svg("polygon", { points: linePoints(word).map((p) => p.join(",")).join(" "),
-                                          class: "word-shape" }));
+                                          class: "word-shape", "data-testid": "word",
+                                          "data-word-of": i }));
         }
         const where = (line.row !== undefined && line.column !== undefined)
           ? ` · row ${line.row + 1}, column ${line.column + 1}` : "";
@@ -148,8 +149,8 @@
           ? `${low ? "low confidence " : ""}${percent(line.confidence)}` : "";
         const button = el("button", { type: "button", class: low ? "line low" : "line", "data-line": i,
                                       "data-testid": "line", title: "Copy this line" },
-          el("span", { class: "t", lang: langOf(line.text), text: line.text }),
-          el("span", { class: "c", text: conf + where }));
+          el("span", { class: "t", lang: langOf(line.text), "data-testid": "line-text", text: line.text }),
+          el("span", { class: "c", "data-testid": "line-confidence", text: conf + where }));
         list.append(el("li", {}, button));
       });
       const figure = el("div", { class: "figure" }, img, overlay);

@@ -95,7 +95,7 @@ def axe_check(page: Any, state: str) -> None:
 
 def newest_card(page: Any, before: int) -> Any:
     """The card a new upload added (cards are prepended), once it has finished either way."""
-    page.wait_for_function(f"document.querySelectorAll('[data-testid=card]').length > {before}")
+    page.wait_for_function("n => document.querySelectorAll('[data-testid=card]').length > n", arg=before)
     card = page.locator("[data-testid=card]").first
     page.wait_for_function("el => el.dataset.state === 'done' || el.dataset.state === 'error'",
                            arg=card.element_handle(), timeout=TIMEOUT_MS)
@@ -138,7 +138,7 @@ def paste(page: Any, data: bytes) -> Any:
 
 
 def shown_lines(card: Any) -> list[str]:
-    return [t.strip() for t in card.locator("[data-testid=line] .t").all_inner_texts()]
+    return [t.strip() for t in card.locator("[data-testid=line-text]").all_inner_texts()]
 
 
 def result_of(nginx: NginxServer, card: Any) -> dict:
@@ -159,10 +159,18 @@ def assert_card_matches(card: Any, result: dict) -> None:
     assert card.locator("[data-testid=line][data-line]").count() == n
     assert sorted(int(x) for x in card.locator("[data-testid=overlay] polygon[data-line]")
                   .evaluate_all("els => els.map((e) => e.dataset.line)")) == list(range(n))
+    # word boxes, when the result has them, are drawn too (thinner, not counted as lines)
+    words = sum(len(line.get("words") or []) for line in result["lines"])
+    assert card.locator("[data-testid=overlay] [data-testid=word]").count() == words
 
 
 def is_active(locator: Any) -> bool:
     return "active" in (locator.get_attribute("class") or "").split()
+
+
+def wait_live(page: Any, text: str) -> None:
+    """Until the live region (what a screen reader announces) contains `text`."""
+    page.wait_for_function("t => document.querySelector('[data-testid=live]').textContent.includes(t)", arg=text)
 
 
 def clipboard(page: Any) -> str:
@@ -172,7 +180,7 @@ def clipboard(page: Any) -> str:
 # ---------------------------------------------------------------- the tests
 def test_home_page_is_accessible_and_fits_a_phone(page: Any, browser_context: Any, nginx: NginxServer) -> None:
     assert page.title().endswith("ocr-origin")
-    assert page.get_by_label("Choose images").count() == 1  # the file input has a label
+    assert page.get_by_label("Choose images").get_attribute("data-testid") == "file-input"  # labelled
     axe_check(page, "home page")
     shot(page, "home")
     phone = browser_context.new_page()
@@ -184,6 +192,17 @@ def test_home_page_is_accessible_and_fits_a_phone(page: Any, browser_context: An
         assert box and box["height"] >= 44, f"touch target under 44 px: {target.inner_text()!r} {box}"
     shot(phone, "home-phone")
     phone.close()
+
+
+def test_keyboard_reaches_the_picker_with_a_visible_focus(page: Any) -> None:
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == "file":
+            break
+    else:
+        raise AssertionError("Tab never reached the file input")
+    outline = page.evaluate("getComputedStyle(document.querySelector('label.pick')).outlineStyle")
+    assert outline not in ("none", ""), "the picker shows no focus"
 
 
 def test_upload_by_picker_shows_text_polygons_hover_and_copy(page: Any, nginx: NginxServer) -> None:
@@ -209,8 +228,8 @@ def test_upload_by_picker_shows_text_polygons_hover_and_copy(page: Any, nginx: N
     line0.click()
     assert clipboard(page) == result["lines"][0]["text"]
     card.get_by_test_id("copy-all").click()
-    page.wait_for_function("t => navigator.clipboard.readText().then((c) => c === t)", arg=result["text"])
-    page.wait_for_function("document.querySelector('[data-testid=live]').textContent.startsWith('Copied all')")
+    wait_live(page, "Copied all")
+    assert clipboard(page) == result["text"]
     axe_check(page, "result")
     line0.hover()  # the screenshot shows a line and its polygon lit together
     shot(page, "result")
@@ -222,6 +241,15 @@ def test_upload_by_picker_shows_text_polygons_hover_and_copy(page: Any, nginx: N
     assert again.get_attribute("data-match") == "exact"
     shot(page, "reused")
 
+    # The same picture re-encoded as a JPEG: other pixels, a verified near duplicate.
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(render(INVOICE))).convert("RGB").save(buf, format="JPEG", quality=90)
+    near = pick(page, "invoice.jpg", buf.getvalue(), "image/jpeg")
+    assert near.get_attribute("data-key") == card.get_attribute("data-key")
+    assert near.get_attribute("data-match") == "near"
+    assert near.get_by_test_id("card-summary").inner_text().startswith(
+        "Reused an earlier result (near-duplicate image) in")
+
 
 def test_upload_by_drop_and_by_paste(page: Any, nginx: NginxServer) -> None:
     dropped = drop(page, "receipt.png", render(RECEIPT))
@@ -231,10 +259,10 @@ def test_upload_by_drop_and_by_paste(page: Any, nginx: NginxServer) -> None:
     pasted = paste(page, render(CHINESE, font=NOTO_CJK))
     result = result_of(nginx, pasted)
     assert_card_matches(pasted, result)
-    assert pasted.locator("h2").inner_text().startswith("pasted-")
+    assert pasted.get_by_test_id("card-title").inner_text().startswith("pasted-")
     han = [line for line in result["lines"] if any("\u4e00" <= ch <= "\u9fff" for ch in line["text"])]
     assert han, result["text"]
-    assert pasted.locator("[data-testid=line] .t[lang=zh]").count() == len(han)
+    assert pasted.locator("[data-testid=line-text][lang=zh]").count() == len(han)
 
 
 def test_a_bad_file_shows_a_readable_error(page: Any) -> None:
@@ -242,7 +270,7 @@ def test_a_bad_file_shows_a_readable_error(page: Any) -> None:
     assert card.get_attribute("data-state") == "error"
     message = card.get_by_test_id("card-error").inner_text()
     assert "notes.png" in message and "not an image we can decode" in message, message
-    page.wait_for_function("document.querySelector('[data-testid=live]').textContent.includes('not an image')")
+    wait_live(page, "not an image")
     axe_check(page, "error")
     shot(page, "error")
 

@@ -53,7 +53,7 @@ def test_multipart_images_and_a_bad_item(client, predictor) -> None:
     doc = client.get(resp.headers["Location"]).get_json()
     assert [(i["name"], i["status"]) for i in doc["items"]] == [("a.png", "done"), ("b.txt", "rejected"),
                                                                 ("c.png", "done")]
-    assert doc["items"][1]["error"]["code"] == "unsupported_image"
+    assert doc["items"][1]["code"] == "unsupported_image" and doc["items"][1]["error"]
     assert predictor.calls == 2
 
 
