@@ -223,7 +223,7 @@ class Predictor:
                 if rotation in (90, 270) and _unsure(decoded):
                     # The glyph geometry said "turned", yet neither quarter reads well (texture
                     # on a photo can mislead it): keep the page as uploaded if that reads surer.
-                    as_uploaded = self._read_page(rgb, finder, timings)
+                    as_uploaded = self._read_page(rgb, finder, timings, found=found)
                     if _mean_char_confidence(as_uploaded[2]) > _mean_char_confidence(decoded):
                         rotation = 0
                         lines, crops, decoded = as_uploaded
