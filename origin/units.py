@@ -1,4 +1,6 @@
-"""Limits in the units people read: "20 MiB", "40 megapixels" (error messages, the page, the docs)."""
+"""Limits in the units people read: "20 MiB", "40 megapixels" (error messages, the page, the docs).
+
+Standard library only: deploy/nginx/render.py loads it by path before the venv exists."""
 from __future__ import annotations
 
 

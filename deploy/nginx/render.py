@@ -48,6 +48,18 @@ def load_settings() -> ModuleType:
     return sys.modules[name]
 
 
+def load_units() -> ModuleType:
+    """origin/units.py (limits in words, standard library only), loaded by path like the settings."""
+    name = "ocr_origin_units"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SETTINGS_PY.with_name("units.py"))
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 class RenderError(Exception):
     """The template references a placeholder that has no value."""
 
@@ -97,14 +109,24 @@ def values_for(
     return {
         "OCR_NGINX_USER": user or default_user(),
         "OCR_NGINX_LISTEN": str(listen),
-        "OCR_UPSTREAM": upstream,
+        "OCR_UPSTREAM": upstream_servers(upstream),
         "OCR_MAX_UPLOAD_BYTES": str(int(max_upload_bytes)),
+        "OCR_MAX_UPLOAD_HUMAN": load_units().human_bytes(int(max_upload_bytes)),
         "OCR_NGINX_RUN_DIR": str(workdir / "run"),
         "OCR_NGINX_CACHE_DIR": str((cache_dir or workdir / "cache").resolve()),
         "OCR_NGINX_CACHE_MAX_SIZE": cache_max_size,
         "OCR_NGINX_LOG_DIR": str((log_dir or workdir / "log").resolve()),
         "OCR_NGINX_SNIPPETS": str(SNIPPETS),
     }
+
+
+def upstream_servers(upstream: str) -> str:
+    """`host:port`, or several separated by commas or spaces (more origins behind one nginx):
+    the value of the template's `server ${OCR_UPSTREAM};`, one `server` line per origin."""
+    servers = [s for s in re.split(r"[,\s]+", upstream.strip()) if s]
+    if not servers:
+        raise RenderError("no upstream origin given")
+    return ";\n        server ".join(servers)
 
 
 def write_config(out: Path, values: Mapping[str, str]) -> Path:

@@ -140,7 +140,8 @@
         overlay.append(shape);
         for (const word of Array.isArray(line.words) ? line.words : []) {
           overlay.append(svg("polygon", { points: linePoints(word).map((p) => p.join(",")).join(" "),
-                                          class: "word-shape" }));
+                                          class: "word-shape", "data-testid": "word",
+                                          "data-word-of": i }));
         }
         const where = (line.row !== undefined && line.column !== undefined)
           ? ` · row ${line.row + 1}, column ${line.column + 1}` : "";

@@ -39,6 +39,7 @@ def test_answers_through_nginx_match_the_contract(nginx: NginxServer) -> None:
     too_big = _check(contract, "POST", nginx.url, "/ocr", data=b"\0" * (MAX_UPLOAD_BYTES + 70_000),
                      headers={"Content-Type": "image/png"})
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
+    assert too_big.json()["error"]["message"] == "uploads are limited to 2 MiB"  # words, not bytes
     assert {(m, p, s) for m, p, s in contract.seen} >= {
         ("POST", "/ocr", "303"), ("POST", "/ocr", "200"), ("POST", "/ocr", "413"),
         ("GET", "/results/{key}", "200"), ("GET", "/results/{key}", "404"), ("GET", "/view/{key}", "200")}
