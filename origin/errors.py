@@ -13,7 +13,9 @@
     ├── TooManyRequests (429 rate_limited, with Retry-After)
     └── ServiceUnavailable (503 unavailable)
         ├── StorageDown (503 storage_unavailable)
-        └── ModelUnavailable (503 model_unavailable)
+        ├── ModelUnavailable (503 model_unavailable)
+        ├── QueueUnavailable (503 queue_unavailable, Retry-After)
+        └── RecognitionFailed (503 recognition_failed, Retry-After: the next upload retries)
 
 Bad input is always a 4xx: nothing a client uploads can produce a 500.
 """
@@ -33,6 +35,7 @@ class OriginError(Exception):
     """Base of the errors the origin turns into JSON responses."""
     status = 500
     code = "internal_error"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message or self.__doc__ or self.code)
@@ -105,6 +108,18 @@ class ModelUnavailable(ServiceUnavailable):
     status, code = 503, "model_unavailable"
 
 
+class QueueUnavailable(ServiceUnavailable):
+    """Recognition is unavailable (the job queue cannot be reached); cached results still are."""
+    status, code = 503, "queue_unavailable"
+    retry_after = 10
+
+
+class RecognitionFailed(ServiceUnavailable):
+    """Recognition of this upload failed; uploading it again retries."""
+    status, code = 503, "recognition_failed"
+    retry_after = 1
+
+
 def error_cache_control(status: int, method: str, max_age: int = 60) -> str:
     """Errors never get the results' week: 5xx, 429 and anything on POST are not stored; a GET
     4xx (unknown or malformed key) is cacheable for `max_age` (OCR_ERROR_MAX_AGE, short) so a
@@ -136,6 +151,8 @@ def init_app(app: Flask) -> None:
         if exc.status >= 500:
             metrics.SERVER_ERRORS.labels(exc.code).inc()
         resp = error_response(exc.status, exc.code, exc.message)
+        if exc.retry_after is not None:
+            resp.headers["Retry-After"] = str(exc.retry_after)
         resp.headers.update(exc.headers)
         return resp
 
