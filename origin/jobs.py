@@ -181,7 +181,7 @@ class RecognitionQueue:
                 # block=0 would mean "forever": at least 1 ms
                 reply = self.connection.xread({stream: last_id}, block=max(1, int(remaining * 1000)))
                 if reply:
-                    last_id = reply[0][1][-1][0]  # a retried attempt's entry: wait for the next
+                    last_id = reply[0][1][-1][0]  # type: ignore[index,assignment]  # redis-py's xread type is loose
 
     def state(self, key: str) -> JobState | None:
         """The job's state for GET /jobs/<key>; None when there is no such job."""

@@ -127,7 +127,6 @@ _OPTIONS: tuple[Option, ...] = (
            minimum=0),
     Option("OCR_ERROR_MAX_AGE", "int", "60",
            "Cache-Control max-age of a GET 4xx (unknown key), short so a CDN never pins it", minimum=0),
-           minimum=100),
     Option("OCR_RATE_LIMIT", "float", "10",
            "uploads per second per client (API key, else address), shared by all origins through "
            "Redis; `0` turns the limit off; over it: 429 with `Retry-After`", minimum=0),

@@ -218,7 +218,7 @@ def batch_upload() -> Response:
             raise  # the whole batch waits for the service, not item by item
         except OriginError as exc:  # this item is bad input: say so, keep the others
             metrics.REJECTED.labels(exc.code).inc()
-            items.append({"name": name, "key": None, **batches.item_error(exc)})
+            items.append({"name": name, "key": None, **batches.item_error(exc)})  # type: ignore[dict-item]
     batch_id = batches.new_id()
     batches.BatchStore(svc.queue.connection).save(batch_id, items)
     location = f"/batches/{batch_id}"
@@ -327,7 +327,8 @@ def readyz() -> Response:
         except IndexUnavailable as exc:
             metrics.REDIS_ERRORS.labels("ping").inc()
             logger.warning("readiness: redis failed error=%s", exc)
-            checks["redis"] = "degraded: Redis does not answer (stored results and exact re-uploads are served; new images wait)"
+            checks["redis"] = ("degraded: Redis does not answer (stored results and exact re-uploads are "
+                               "served; new images wait)")
     # The model runs in the queue workers: reported (new images wait for one), not required
     # (stored results are still served without any worker).
     identity = svc.identity()
