@@ -67,17 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args(argv)
 
-    from tests.servers import NginxServer, OriginServer, RedisServer
+    from tests.servers import NginxServer, OriginServer, RedisServer, WorkerProcess
 
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ocr-soak-")))
         redis = RedisServer(tmp / "redis").start()
         stack.callback(redis.stop)
-        origin = OriginServer(tmp / "origin", {
-            "OCR_REDIS_URL": redis.url, "OCR_STORAGE_URL": f"file://{tmp / 'results'}",
-            "OCR_SECRET": secrets.token_hex(32), "OCR_LOG_LEVEL": "WARNING", "OCR_RATE_LIMIT": "0",
-            "OCR_MAX_REQUESTS": "0",  # no recycling: the RSS figure is one worker's lifetime
-        }, workers=args.workers, ready_path="/readyz").start()
+        env = {"OCR_REDIS_URL": redis.url, "OCR_STORAGE_URL": f"file://{tmp / 'results'}",
+               "OCR_SECRET": secrets.token_hex(32), "OCR_LOG_LEVEL": "WARNING", "OCR_RATE_LIMIT": "0",
+               "OCR_MAX_REQUESTS": "0"}  # no recycling: the RSS figure is one worker's lifetime
+        worker = WorkerProcess(tmp / "worker", env, name="soak-bench-worker").start()  # recognition
+        stack.callback(worker.stop)
+        origin = OriginServer(tmp / "origin", env, workers=args.workers, ready_path="/readyz").start()
         stack.callback(origin.stop)
         nginx = NginxServer(tmp / "nginx", upstream=origin.address).start()
         stack.callback(nginx.stop)
