@@ -24,6 +24,8 @@ LINES = [
     "发票号码：12345678",
     "今天天气很好，我们去公园散步。",
     "合计金额 ¥7,200.00",
+    "订单 Order No. 8812 已发货",                 # mixed Chinese and English
+    "备注：含税价（含运费），请于《合同》签订后付款！",  # full-width punctuation
 ]
 
 
@@ -166,3 +168,20 @@ def test_frozen_torchscript_runner_matches_eager_on_any_width() -> None:
             assert torch.allclose(eager.runner(x), frozen.runner(x), atol=1e-3)
     line = render_line("Total: $1,234.56 合计")
     assert frozen.read(line, single_line=True).text == eager.read(line, single_line=True).text
+
+
+@pytest.mark.parametrize("ink", [(0, 0, 0), (255, 255, 255)])
+def test_text_on_a_transparent_background_is_read_in_either_colour(predictor: Predictor, ink: tuple) -> None:
+    import io
+
+    from ocr_core.images import load_image
+
+    # Text drawn only in the alpha channel: white ink would vanish if composited on white.
+    mask = render_line("我是中国人 OK", size=30)[:, :, 0] < 128
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[..., :3] = ink
+    rgba[..., 3] = np.where(mask, 255, 0)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    result = predictor.read(load_image(buf.getvalue()), single_line=True)
+    assert normalise(result.text) == normalise("我是中国人 OK")
