@@ -162,8 +162,8 @@ def test_frozen_torchscript_runner_matches_eager_on_any_width() -> None:
 
     eager = Predictor.load(jit=False)
     frozen = Predictor.load()
-    for n, w in ((1, 48), (3, 200), (2, 812)):
-        x = torch.rand(n, 1, 32, w) * 2 - 1
+    for n, w in ((1, 48), (3, 320), (2, 812)):
+        x = torch.rand(n, 3, 48, w) * 2 - 1
         with torch.inference_mode():
             assert torch.allclose(eager.runner(x), frozen.runner(x), atol=1e-3)
     line = render_line("Total: $1,234.56 合计")
