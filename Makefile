@@ -25,11 +25,13 @@ STAMP := $(VENV)/.installed
 # check=package pairs for deploy/ensure-apt.sh (nothing happens when all are present).
 APT_RUN := nginx='nginx-light|nginx' redis-server=redis-server
 # Tests render text with DejaVu Sans; the cache tests' corpus (tests/unit/cache/corpus.py) also
-# with Noto Sans CJK, WenQuanYi Micro Hei and Liberation. (`make bench` adds wrk.)
+# with Noto Sans CJK, WenQuanYi Micro Hei and Liberation. The browser tests drive Debian's chromium
+# (never a browser downloaded by playwright). (`make bench` adds wrk.)
 APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core \
 	/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc=fonts-noto-cjk \
 	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc=fonts-wqy-microhei \
-	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation
+	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation \
+	/usr/bin/chromium=chromium
 
 .PHONY: help run test stop clean distclean deps apt-run apt-test nginx-check bench bench-deps bench-ocr evaluate weights
 
@@ -77,13 +79,15 @@ bench: deps
 	$(PY) bench/load_bench.py
 
 # The recognizer's peers for bench/ocr_bench.py: Tesseract (tesserocr wheel + Debian traineddata)
-# and RapidOCR. rapidocr-onnxruntime requires opencv-python, which would shadow our headless
-# OpenCV: it goes in without dependencies, and its real needs are listed here.
+# and RapidOCR 1.4.4 (`rapidocr_onnxruntime`) and 3.10.0 (`rapidocr`, PP-OCRv6), side by side.
+# Both require opencv-python, which would shadow our headless OpenCV: they go in without
+# dependencies, and their real needs are listed here.
 bench-deps: deps
 	@deploy/ensure-apt.sh /usr/share/tesseract-ocr/5/tessdata/chi_sim.traineddata=tesseract-ocr-chi-sim \
 		/usr/share/tesseract-ocr/5/tessdata/eng.traineddata=tesseract-ocr-eng
-	$(PIP) install --quiet -c deploy/constraints.txt tesserocr onnxruntime pyclipper shapely six pyyaml tqdm
-	$(PIP) install --quiet --no-deps rapidocr-onnxruntime
+	$(PIP) install --quiet -c deploy/constraints.txt tesserocr onnxruntime pyclipper shapely six pyyaml tqdm \
+		omegaconf requests colorlog
+	$(PIP) install --quiet --no-deps rapidocr-onnxruntime==1.4.4 rapidocr==3.10.0
 
 EVAL ?= ../shared/eval
 

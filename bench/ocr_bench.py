@@ -1,6 +1,7 @@
 """Our recognizer against RapidOCR and Tesseract on the same dev-set items, in the same run.
 
-    .venv/bin/python bench/ocr_bench.py ../shared/eval [--threads 2] [--limit N] [--engines ours,rapidocr,tesseract]
+    .venv/bin/python bench/ocr_bench.py ../shared/eval [--threads 2] [--limit N]
+        [--engines ours,rapidocr3,rapidocr,tesseract] [--rotate 0,90,180,270] [--sets render,real]
 
 Each item is read by every engine in turn (the order rotates per item, so background load hits all
 alike); times cover the engine's call on a decoded image (file decoding is shared and excluded).
@@ -8,7 +9,9 @@ Line crops are read as single lines by every engine (RapidOCR without its detect
 PSM 7); pages by each engine's full pipeline. Prints CER (the dev sets' rule) and median latency
 per subset and engine, then our figures as ratios to each peer's (CER ratio < 1 and time ratio < 1
 mean we are better). Peers are optional (`make bench-deps` installs them); a missing one is
-skipped with a note.
+skipped with a note. `rapidocr3` is RapidOCR 3.10.0 (PP-OCRv6 small det + cls + rec), `rapidocr`
+RapidOCR 1.4.4 (PP-OCRv4). `--rotate` also reads every page turned clockwise by those angles
+(subsets "... rot90" etc.): pages scanned sideways or upside down, without an EXIF tag.
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ocr_core.evaluate import Item, char_errors, limit_items, load_items  # noqa: E402
+from ocr_core.evaluate import Item, char_errors, limit_items, load_items, rotated  # noqa: E402
 from ocr_core.images import load_image  # noqa: E402
+from ocr_core.orientation import turn  # noqa: E402
 
 TESSDATA_DIRS = ["/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata"]
 
@@ -63,6 +67,29 @@ class Rapid:
         return " ".join(r[1] for r in result or [])
 
 
+class Rapid3:
+    """RapidOCR 3.10.0. Two engine objects: after a call without the detector, the same object
+    returned empty pages in our runs (eval/README.md)."""
+    name = "rapidocr3"
+
+    def __init__(self, threads: int) -> None:
+        from rapidocr import RapidOCR
+
+        params = {"Global.log_level": "error",
+                  "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                  "EngineConfig.onnxruntime.inter_op_num_threads": 1}
+        self.pages = RapidOCR(params=params)
+        self.lines = RapidOCR(params=params)
+
+    def line(self, rgb: np.ndarray) -> str:
+        out = self.lines(rgb[:, :, ::-1].copy(), use_det=False, use_cls=False, use_rec=True)
+        return " ".join(out.txts or ())
+
+    def page(self, rgb: np.ndarray) -> str:
+        out = self.pages(rgb[:, :, ::-1].copy())
+        return " ".join(out.txts or ())
+
+
 class Tesseract:
     name = "tesseract"
 
@@ -89,18 +116,19 @@ class Tesseract:
         return self._read(rgb, self.tesserocr.PSM.AUTO)
 
 
-ENGINES = {"ours": Ours, "rapidocr": Rapid, "tesseract": Tesseract}
+ENGINES = {"ours": Ours, "rapidocr3": Rapid3, "rapidocr": Rapid, "tesseract": Tesseract}
 
 
 def subsets(item: Item) -> list[str]:
+    rot = f" rot{item.rotate}" if item.rotate else ""
     if item.set == "render":
-        names = [f"render {item.kind}"]
+        names = [f"render {item.kind}{rot}"]
         if item.kind == "lines":
             names.append(f"render lines {'camera' if 'camera' in item.tags else 'clean'}")
         return names
     if item.kind == "lines":
         return [f"real lines {item.tags[0]}"]
-    return ["real pages two-column" if "two-column" in item.tags else f"real pages {item.tags[0]}"]
+    return [("real pages two-column" if "two-column" in item.tags else f"real pages {item.tags[0]}") + rot]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--engines", default="ours,rapidocr,tesseract")
     p.add_argument("--sets", default="render,real")
+    p.add_argument("--kinds", default="lines,pages")
     p.add_argument("--limit", type=int, default=0, help="at most N items per set and kind")
+    p.add_argument("--rotate", default="0", help="pages: also read each turned clockwise by these angles")
     args = p.parse_args(argv)
     # Tesseract's OpenMP spins like torch's: cap it at the same thread count (NOTES §1).
     os.environ.setdefault("OMP_THREAD_LIMIT", str(args.threads))
@@ -120,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             engines.append(ENGINES[name](args.threads))
         except ImportError as exc:
             print(f"skipping {name}: {exc}", file=sys.stderr)
-    items = load_items(args.eval_dir, args.sets.split(","))
+    items = [it for it in load_items(args.eval_dir, args.sets.split(",")) if it.kind in args.kinds.split(",")]
     if args.limit:
         items = limit_items(items, args.limit)
+    items = rotated(items, [int(r) for r in args.rotate.split(",")])
 
     warm = np.full((32, 160, 3), 255, np.uint8)
     warm[10:22, 8:150] = 0
@@ -133,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     errs: dict = defaultdict(lambda: [0, 0])
     times: dict = defaultdict(list)
     for n, item in enumerate(items):
-        rgb = np.asarray(load_image(item.file.read_bytes()))
+        rgb = turn(np.asarray(load_image(item.file.read_bytes())), item.rotate)
         order = engines[n % len(engines):] + engines[: n % len(engines)]
         for e in order:
             t0 = time.perf_counter()

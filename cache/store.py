@@ -90,14 +90,16 @@ class FileResultStore:
     def put(self, key: str, name: str, body: bytes, *, content_type: str) -> bool:
         path = self._path(key, name)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner read/write, group read, nothing for others: results include every upload's
+            # greyscale signature (mkstemp's 0600 already; link() keeps the mode).
+            path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(body)
                     f.flush()
                     os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
+                os.chmod(tmp, 0o640)
                 # link() is an atomic create that fails if the name exists: readers see nothing
                 # or the whole file, and the first writer wins (like S3's If-None-Match: *).
                 os.link(tmp, path)

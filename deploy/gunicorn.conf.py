@@ -5,48 +5,125 @@ way of starting the origin. Values come from the environment where an operator m
 """
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import logging
 import os
+import signal
+import sys
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+
+def _settings():  # noqa: ANN202 - the module loaded by path
+    """origin/settings.py by path (the master must not import Flask; see render.load_settings)."""
+    name = "ocr_origin_settings"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "origin/settings.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_opt = _settings().get
+
 # Where to listen; make run/serve pass --bind, docker-compose relies on this default.
-bind = os.environ.get("OCR_BIND", f"127.0.0.1:{os.environ.get('OCR_ORIGIN_PORT', '8000')}")
+bind = _opt("OCR_BIND")
 # Sync workers: recognition is CPU-bound, one request per process, torch at 1 intra-op thread
-# (OCR_TORCH_THREADS=1) — NOTES.md: 2 spinning OpenMP threads per worker collapse under load.
+# (OCR_TORCH_THREADS=1) — docs/architecture.md: spinning OpenMP threads collapse under load.
 # Default: one worker per core (at least 2 so a slow upload never blocks /results/ misses).
-workers = int(os.environ.get("OCR_WORKERS", max(2, os.cpu_count() or 1)))
+workers = _opt("OCR_WORKERS")
 worker_class = "sync"
 # A large page plus a single-flight wait may take tens of seconds; nginx gives up at 120 s.
-timeout = int(os.environ.get("OCR_WORKER_TIMEOUT", "120"))
+timeout = _opt("OCR_WORKER_TIMEOUT")
 graceful_timeout = 30
 # nginx in front keeps no connections to sync workers (they always close); keep it small.
 keepalive = 2
-# Recycle workers now and then to bound slow leaks (jitter so they do not restart together).
-max_requests = int(os.environ.get("OCR_MAX_REQUESTS", "5000"))
-max_requests_jitter = 500
+# Recycle workers now and then to bound slow leaks. The jitter spreads recycling: two workers
+# sharing the load reach max_requests together, and restarting both in the same second left
+# ~6 s without a ready worker (model load).
+max_requests = _opt("OCR_MAX_REQUESTS")
+max_requests_jitter = _opt("OCR_MAX_REQUESTS_JITTER")
 # Each worker loads the model itself after fork: torch's thread pools do not survive fork well.
 preload_app = False
 # gunicorn >= 24 opens a control socket at one fixed path per user (~/.gunicorn/gunicorn.ctl):
 # several masters on one host (make run + tests + bench) would fight over it. Not used here.
 control_socket_disable = True
 # nginx on the same host or compose network sets X-Forwarded-*; trust it there only.
-forwarded_allow_ips = os.environ.get("OCR_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = _opt("OCR_FORWARDED_ALLOW_IPS")
 
 # Logs to stderr unless the launcher passes files. The access line carries nginx's request id
 # and the duration in microseconds; e2e tests count origin hits with `"GET /path `.
-accesslog = os.environ.get("OCR_ACCESS_LOG", "-")
-errorlog = os.environ.get("OCR_ERROR_LOG", "-")
-loglevel = os.environ.get("OCR_LOG_LEVEL", "INFO").lower()
+accesslog = _opt("OCR_ACCESS_LOG")
+errorlog = _opt("OCR_ERROR_LOG")
+loglevel = _opt("OCR_LOG_LEVEL").lower()
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}i)s'
 
 
+# gunicorn answers requests it cannot parse (bad request line, headers too large, unsupported
+# transfer encoding) itself, with an HTML page; clients must see the origin's one JSON error shape.
+_ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 413: "payload_too_large",
+                414: "uri_too_long", 431: "headers_too_large", 500: "internal_error",
+                501: "not_implemented", 503: "unavailable"}
+
+
+def _write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:  # noqa: ANN001
+    import json
+
+    from gunicorn import util
+
+    body = json.dumps({"error": {"status": status_int, "code": _ERROR_CODES.get(status_int, "error"),
+                                 "message": mesg or reason}, "request_id": None}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nCache-Control: no-store\r\n"
+            f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+def _json_errors() -> None:
+    try:
+        from gunicorn import util
+    except ImportError:  # loaded outside gunicorn (tests read the settings)
+        return
+    util.write_error = _write_json_error  # workers call util.write_error through the module
+
+
+_json_errors()
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def post_fork(server, worker) -> None:  # noqa: ANN001 (gunicorn hook signature)
+    """A worker dies with its master: after a SIGKILL of the master, orphaned workers would
+    otherwise keep the port and serve for up to `timeout` seconds, unseen by `make stop`."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the worker's own parent check remains
+        return
+    if os.getppid() != server.pid:  # the master died between fork and prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def child_exit(server, worker) -> None:  # noqa: ANN001 (gunicorn hook signature)
-    """Tell prometheus_client's multiprocess collector that a worker is gone."""
+    """Count the exit (recycling, crash, timeout) and tell prometheus_client's multiprocess
+    collector that the worker is gone."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
     try:
-        from prometheus_client import multiprocess
+        from prometheus_client import Counter, multiprocess
     except ImportError:  # metrics are optional for the server itself
         return
     multiprocess.mark_process_dead(worker.pid)
+    global _WORKER_EXITS
+    if _WORKER_EXITS is None:  # created in the master only (workers never call this hook)
+        _WORKER_EXITS = Counter("ocr_worker_exits_total",
+                                "gunicorn workers that exited (recycled after max_requests, crashed "
+                                "or timed out); the master starts a new one each time")
+    _WORKER_EXITS.inc()
+
+
+_WORKER_EXITS = None

@@ -6,7 +6,9 @@
 
 Children run in their own sessions so that Ctrl-C reaches only this launcher, which then stops
 them in order (nginx first so no new requests arrive, then gunicorn, then redis, which saves).
-If any child dies, the others are stopped and the launcher exits non-zero. Standard library
+A child that dies is restarted (with growing pauses while it keeps dying) and the others keep
+running: a dead Redis only turns dedup off, and a dead origin leaves nginx serving cached
+results; stopping everything would turn one failure into a total outage. Standard library
 only; run it with the project's venv python (gunicorn is imported from there).
 """
 from __future__ import annotations
@@ -28,16 +30,24 @@ from pathlib import Path
 logger = logging.getLogger("ocr-origin.run")
 
 ROOT = Path(__file__).resolve().parents[1]
-VAR = Path(os.environ.get("OCR_VAR_DIR", ROOT / "var")).resolve()
+
+
+def load_render():
+    spec = importlib.util.spec_from_file_location("ocr_nginx_render", ROOT / "deploy/nginx/render.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RENDER = load_render()
+SETTINGS = RENDER.load_settings()  # origin/settings.py: every OCR_* option and its default
+VAR = (ROOT / SETTINGS.get("OCR_VAR_DIR")).resolve()
 RUN_DIR = VAR / "run"
 LAUNCHER_PID = RUN_DIR / "launcher.pid"
 CHILD_PIDS = RUN_DIR / "children.pids"  # "name pid" lines, for `stop` when the launcher is gone
 # gunicorn's own messages and the origin's structured log lines (`request_id=...`).
 ORIGIN_LOG = VAR / "log/origin/origin.log"
-
-
-def env_port(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -61,14 +71,6 @@ def tail(path: Path, lines: int = 20) -> str:
         return f"(no {path})"
 
 
-def load_render():
-    spec = importlib.util.spec_from_file_location("ocr_nginx_render", ROOT / "deploy/nginx/render.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def prepare_var() -> None:
     """Create the var/ layout and the HMAC secret (once: keys depend on it)."""
     for sub in ("results", "redis", "log/nginx", "log/origin", "run", "nginx"):
@@ -86,30 +88,67 @@ def prepare_var() -> None:
     prom.mkdir()
 
 
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n; a child that stays up
+STABLE_AFTER = 60.0                            # this long is forgiven its earlier deaths
+
+
+class Child:
+    """One supervised process: how to start it again, and its restart history."""
+
+    def __init__(self, name: str, cmd: list[str], stop_signal: signal.Signals, env: dict[str, str] | None,
+                 log: Path | None, port: int) -> None:
+        self.name, self.cmd, self.stop_signal, self.env, self.log, self.port = name, cmd, stop_signal, env, log, port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.deaths = 0             # consecutive deaths without STABLE_AFTER seconds up
+        self.restart_at: float | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        if self.log is None:
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, start_new_session=True)
+        else:
+            with self.log.open("ab") as out:
+                self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, start_new_session=True,
+                                             stdout=out, stderr=subprocess.STDOUT)
+        self.started = time.monotonic()
+        return self.proc
+
+    def kill_group(self) -> None:
+        """Kill what is left of the child's session (its own session: nothing else is in it),
+        e.g. gunicorn workers whose master was killed and that still hold the port."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 class Launcher:
     def __init__(self) -> None:
-        self.redis_port = env_port("OCR_REDIS_PORT", 6379)
-        self.origin_port = env_port("OCR_ORIGIN_PORT", 8000)
-        self.http_port = env_port("OCR_HTTP_PORT", 8080)
-        self.workers = int(os.environ.get("OCR_WORKERS", max(2, os.cpu_count() or 1)))
-        self.children: list[tuple[str, subprocess.Popen[bytes], signal.Signals]] = []
+        self.redis_port: int = SETTINGS.get("OCR_REDIS_PORT")
+        self.origin_port: int = SETTINGS.get("OCR_ORIGIN_PORT")
+        self.http_port: int = SETTINGS.get("OCR_HTTP_PORT")
+        self.workers: int = SETTINGS.get("OCR_WORKERS")
+        self.children: list[Child] = []
         self.stopping = False
 
-    def spawn(self, name: str, cmd: list[str], stop_signal: signal.Signals,
+    def spawn(self, name: str, cmd: list[str], stop_signal: signal.Signals, port: int,
               env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start a child in its own session (Ctrl-C reaches only the launcher); `log` gets its
         stdout and stderr (appended), else they stay on the terminal."""
         logger.info("starting %s: %s", name, " ".join(cmd))
-        if log is None:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
-        else:
-            with log.open("ab") as out:
-                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                                        stdout=out, stderr=subprocess.STDOUT)
-        self.children.append((name, proc, stop_signal))
-        with CHILD_PIDS.open("a") as f:
-            f.write(f"{name} {proc.pid}\n")
+        child = Child(name, cmd, stop_signal, env, log, port)
+        proc = child.start()
+        self.children.append(child)
+        self._write_pids()
         return proc
+
+    def _write_pids(self) -> None:
+        """"name pid" lines for `make stop` when the launcher itself is gone."""
+        tmp = CHILD_PIDS.with_suffix(".tmp")
+        tmp.write_text("".join(f"{c.name} {c.proc.pid}\n" for c in self.children if c.proc is not None))
+        tmp.replace(CHILD_PIDS)
 
     def check_ports(self) -> None:
         taken = [(n, p) for n, p in (("OCR_REDIS_PORT", self.redis_port), ("OCR_ORIGIN_PORT", self.origin_port),
@@ -122,11 +161,9 @@ class Launcher:
 
     def origin_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.setdefault("OCR_REDIS_URL", f"redis://127.0.0.1:{self.redis_port}/0")
-        env.setdefault("OCR_STORAGE_URL", f"file://{VAR / 'results'}")
-        if "OCR_SECRET" not in env:
-            env.setdefault("OCR_SECRET_FILE", str(VAR / "secret"))
-        env["OCR_TORCH_THREADS"] = env.get("OCR_TORCH_THREADS", "1")
+        # Absolute, so the settings' defaults (redis on OCR_REDIS_PORT, storage and secret under
+        # OCR_VAR_DIR) mean the same in gunicorn as here.
+        env["OCR_VAR_DIR"] = str(VAR)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(VAR / "prometheus")
         return env
 
@@ -157,35 +194,33 @@ class Launcher:
             # be rebuilt from storage (`ocr-origin reindex`), but a restart should not need that.
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "3600 1 300 100 60 10000",
             "--logfile", str(VAR / "log/redis.log"),
-        ], signal.SIGTERM)
+        ], signal.SIGTERM, self.redis_port)
         self._wait_port(self.redis_port, redis, "redis-server", 15)
 
         gunicorn = self.spawn("gunicorn", [
             sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py"),
-            os.environ.get("OCR_WSGI_APP", "origin.wsgi:app"),  # override only to debug the launcher
+            SETTINGS.get("OCR_WSGI_APP"),  # override only to debug the launcher
             "--bind", f"127.0.0.1:{self.origin_port}", "--workers", str(self.workers),
             "--access-logfile", str(VAR / "log/origin/access.log"),
             "--pid", str(RUN_DIR / "gunicorn.pid"),
-        ], signal.SIGTERM, env=self.origin_env(), log=ORIGIN_LOG)
+        ], signal.SIGTERM, self.origin_port, env=self.origin_env(), log=ORIGIN_LOG)
         try:
             self.wait_ready(f"http://127.0.0.1:{self.origin_port}/healthz", gunicorn, 300)
         except RuntimeError as exc:
             raise RuntimeError(f"origin (gunicorn origin.wsgi:app): {exc}; last lines of "
                                f"{ORIGIN_LOG}:\n{tail(ORIGIN_LOG)}") from None
 
-        render = load_render()
+        render = RENDER
         nginx_dir = VAR / "nginx"
+        # body limit and cache size come from the same settings as the origin's (render.py)
         values = render.values_for(nginx_dir, listen=str(self.http_port),
-                                   upstream=f"127.0.0.1:{self.origin_port}",
-                                   max_upload_bytes=os.environ.get("OCR_MAX_UPLOAD_BYTES",
-                                                                   render.DEFAULT_MAX_UPLOAD_BYTES),
-                                   log_dir=VAR / "log/nginx")
+                                   upstream=f"127.0.0.1:{self.origin_port}", log_dir=VAR / "log/nginx")
         conf = render.write_config(nginx_dir / "nginx.conf", values)
         check = render.nginx_test(conf)
         if check.returncode != 0:
             raise RuntimeError(f"nginx -t failed on {conf}:\n{check.stderr}")
         nginx = self.spawn("nginx", [which("nginx"), "-p", str(nginx_dir), "-c", str(conf),
-                                     "-e", str(VAR / "log/nginx/error.log")], signal.SIGQUIT)
+                                     "-e", str(VAR / "log/nginx/error.log")], signal.SIGQUIT, self.http_port)
         self._wait_port(self.http_port, nginx, "nginx", 15)
         logger.info("serving on http://localhost:%d (origin 127.0.0.1:%d, redis 127.0.0.1:%d); "
                     "Ctrl-C or `make stop` stops all", self.http_port, self.origin_port, self.redis_port)
@@ -203,32 +238,54 @@ class Launcher:
         raise RuntimeError(f"{name} not listening on {port} after {timeout:.0f}s")
 
     def supervise(self) -> int:
+        """Restart dead children until asked to stop; the others keep serving meanwhile."""
         while not self.stopping:
-            for name, proc, _ in self.children:
-                if proc.poll() is not None:
-                    logger.error("%s exited with %s; stopping the others", name, proc.returncode)
-                    return 1
-            time.sleep(0.5)
+            now = time.monotonic()
+            for child in self.children:
+                proc = child.proc
+                if child.restart_at is None and proc is not None and proc.poll() is not None:
+                    child.kill_group()  # e.g. orphaned gunicorn workers still on the port
+                    if now - child.started >= STABLE_AFTER:
+                        child.deaths = 0
+                    delay = RESTART_DELAYS[min(child.deaths, len(RESTART_DELAYS) - 1)]
+                    child.deaths += 1
+                    child.restart_at = now + delay
+                    logger.error("%s exited with %s; restarting it in %.0f s (the others keep running)",
+                                 child.name, proc.returncode, delay)
+                elif child.restart_at is not None and now >= child.restart_at:
+                    if port_in_use(child.port):
+                        child.restart_at = now + 1.0  # something still holds the port: wait
+                        continue
+                    child.restart_at = None
+                    logger.info("restarting %s (restart %d)", child.name, child.deaths)
+                    child.start()
+                    self._write_pids()
+            time.sleep(0.2)
         return 0
 
     def stop_all(self) -> None:
         # Reverse start order: nginx (no new requests), gunicorn (drain), redis (saves on SIGTERM).
-        for name, proc, sig in reversed(self.children):
-            if proc.poll() is None:
-                logger.info("stopping %s (pid %d)", name, proc.pid)
-                proc.send_signal(sig)
+        for child in reversed(self.children):
+            proc = child.proc
+            if proc is not None and proc.poll() is None:
+                logger.info("stopping %s (pid %d)", child.name, proc.pid)
+                proc.send_signal(child.stop_signal)
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
-                    logger.warning("%s did not stop in 30 s; killing it", name)
+                    logger.warning("%s did not stop in 30 s; killing it", child.name)
                     proc.kill()
                     proc.wait()
+            child.kill_group()  # nothing of it may outlive the launcher
         self.children.clear()
         for path in (LAUNCHER_PID, CHILD_PIDS):
             path.unlink(missing_ok=True)
 
 
 def run() -> int:
+    # Logs, the Redis files and results written by the children: owner and group only
+    # (results hold a signature of every upload; logs hold client addresses).
+    os.umask(0o027)
     launcher = Launcher()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ocr_core.detector_model import DBNet, load_dbnet
-from ocr_core.lines import PAD_FRACTION, TextLine, _rows
+from ocr_core.lines import PAD_FRACTION, TextLine, _row_groups
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +87,16 @@ class TextDetector:
         prob, sx, sy = self.probability_map(rgb)
         return boxes_from_map(prob, sx, sy)
 
-    def find_lines(self, rgb: np.ndarray) -> list[tuple[TextLine, np.ndarray]]:
-        """Detected lines in reading order, each with its straightened, padded crop.
+    def find_lines(self, rgb: np.ndarray,
+                   found: list[DetectedLine] | None = None) -> list[tuple[TextLine, np.ndarray]]:
+        """Detected lines in reading order, each with its straightened, padded crop (`found`: this
+        image's detections when already made).
 
         Photos read row by row, top to bottom and left to right in a row: labels, tickets and signs
         are laid out that way, and column analysis split a ticket's rows into false columns.
         """
         h, w = rgb.shape[:2]
-        found = self.detect(rgb)
+        found = self.detect(rgb) if found is None else found
         if not found:
             return []
         lines = [d.text_line(w, h) for d in found]
@@ -102,11 +104,14 @@ class TextDetector:
         for i, ln in enumerate(lines):
             by_box.setdefault(ln.box, []).append(i)
         out = []
-        for box in _rows([ln.box for ln in lines], join=False):
-            idx = by_box.get(box)
-            if idx:
-                i = idx.pop(0)
-                out.append((lines[i], straighten(rgb, found[i].quad)))
+        for r, row in enumerate(_row_groups([ln.box for ln in lines], join=False)):
+            for box in row.boxes:
+                idx = by_box.get(box)
+                if idx:
+                    i = idx.pop(0)
+                    crop, to_image = straighten_mapped(rgb, found[i].quad)
+                    out.append((replace(lines[i], to_image=tuple(float(v) for v in to_image.ravel()),
+                                        visual_row=r), crop))
         return out
 
 
@@ -179,6 +184,12 @@ def straighten(rgb: np.ndarray, quad: np.ndarray) -> np.ndarray:
 
     Vertical boxes (taller than 1.5x their width) are turned a quarter to read as a line.
     """
+    return straighten_mapped(rgb, quad)[0]
+
+
+def straighten_mapped(rgb: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`straighten`, with the 3 x 3 transform from the crop's pixels back to the image's (word
+    boxes and page rotation map through it)."""
     tl, tr, br, bl = quad.astype(np.float32)
     w = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))
     h = max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))
@@ -192,8 +203,13 @@ def straighten(rgb: np.ndarray, quad: np.ndarray) -> np.ndarray:
                     br + pad * ux + pad * uy, bl - pad * ux + pad * uy], np.float32)
     cw, ch = int(round(w + 2 * pad)), int(round(h + 2 * pad))
     dst = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
-    crop = cv2.warpPerspective(rgb, cv2.getPerspectiveTransform(src, dst), (max(cw, 1), max(ch, 1)),
+    warp = cv2.getPerspectiveTransform(src, dst)
+    crop = cv2.warpPerspective(rgb, warp, (max(cw, 1), max(ch, 1)),
                                flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    to_image = np.linalg.inv(warp)
     if ch >= 1.5 * cw:
+        width = crop.shape[1]
         crop = np.rot90(crop)
-    return np.ascontiguousarray(crop)
+        # np.rot90 turns counter-clockwise: the turned crop's (x, y) was (width - y, x) before it.
+        to_image = to_image @ np.array([[0, -1, width], [1, 0, 0], [0, 0, 1]], np.float64)
+    return np.ascontiguousarray(crop), to_image

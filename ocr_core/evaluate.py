@@ -59,6 +59,7 @@ class Item:
     file: Path
     ref: str
     tags: tuple[str, ...]
+    rotate: int = 0     # pages: turned clockwise by this many degrees before reading (0/90/180/270)
 
 
 @dataclass
@@ -130,15 +131,32 @@ SUBSETS = {
 }
 
 
-def evaluate(predictor, items: list[Item], *, progress: bool = False, finder: str = "auto") -> list[Scored]:
+def rotated(items: list[Item], rotations: list[int]) -> list[Item]:
+    """Each page once per rotation (lines are left as they are): pages scanned sideways or upside down."""
+    out = []
+    for it in items:
+        for r in rotations if it.kind == "pages" else [0]:
+            out.append(Item(it.set, it.kind, it.file, it.ref, it.tags, r))
+    return out
+
+
+def evaluate(predictor, items: list[Item], *, progress: bool = False, finder: str = "auto",
+             orient: bool = True) -> list[Scored]:
+    import numpy as np
+
     from ocr_core.images import load_image
+    from ocr_core.orientation import turn
 
     out: list[Scored] = []
     for n, item in enumerate(items, 1):
         t0 = time.perf_counter()
         image = load_image(item.file.read_bytes())
-        result = predictor.read(image, single_line=item.kind == "lines", finder=finder)
-        ms = (time.perf_counter() - t0) * 1e3
+        t_turn = time.perf_counter()
+        if item.rotate:   # preparing the test image is not the reader's time
+            image = turn(np.asarray(image), item.rotate)
+        t_read = time.perf_counter()
+        result = predictor.read(image, single_line=item.kind == "lines", finder=finder, orient=orient)
+        ms = (time.perf_counter() - t_read + t_turn - t0) * 1e3
         hyp = " ".join(ln.text for ln in result.lines)
         errors, length = char_errors(item.ref, hyp)
         out.append(Scored(item, hyp, errors, length, ms))
@@ -149,13 +167,15 @@ def evaluate(predictor, items: list[Item], *, progress: bool = False, finder: st
 
 def summarise(scored: list[Scored]) -> list[dict]:
     rows = []
-    for (set_name, kind), subsets in SUBSETS.items():
-        for name, tag in subsets:
-            sub = Subset(f"{set_name} {kind} {name}",
-                         [s for s in scored if s.item.set == set_name and s.item.kind == kind
-                          and (tag is None or tag in s.item.tags)])
-            if sub.scored:
-                rows.append(sub.summary())
+    for rot in sorted({s.item.rotate for s in scored}):
+        suffix = f" rot{rot}" if rot else ""
+        for (set_name, kind), subsets in SUBSETS.items():
+            for name, tag in subsets:
+                sub = Subset(f"{set_name} {kind} {name}{suffix}",
+                             [s for s in scored if s.item.set == set_name and s.item.kind == kind
+                              and s.item.rotate == rot and (tag is None or tag in s.item.tags)])
+                if sub.scored:
+                    rows.append(sub.summary())
     return rows
 
 
@@ -180,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="at most N items per set and kind (quick looks)")
     p.add_argument("--json", type=Path, help="also write the summary and every item's output here")
     p.add_argument("--errors", type=int, default=0, help="print the N worst items")
+    p.add_argument("--rotate", default="0",
+                   help="pages: also read each turned clockwise by these angles, e.g. 0,90,180,270")
+    p.add_argument("--no-orient", action="store_true", help="read pages as uploaded (no orientation step)")
     p.add_argument("--finder", choices=FINDERS, default="auto",
                    help="line finder for pages: photos to the learned detector (auto), or one forced")
     args = p.parse_args(argv)
@@ -187,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     items = [it for it in load_items(args.eval_dir, args.sets.split(",")) if it.kind in args.kinds.split(",")]
     if args.limit:
         items = limit_items(items, args.limit)
+    items = rotated(items, [int(r) for r in args.rotate.split(",")])
     predictor = Predictor.load(args.weights, threads=args.threads)
     predictor.read(_warmup_image(), single_line=True)  # first call pays one-off allocations
-    scored = evaluate(predictor, items, progress=True, finder=args.finder)
+    scored = evaluate(predictor, items, progress=True, finder=args.finder, orient=not args.no_orient)
     rows = summarise(scored)
     print(f"model {predictor.model_name} {predictor.model_version}, {args.threads} thread(s), finder {args.finder}")
     print(format_table(rows))

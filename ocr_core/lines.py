@@ -18,6 +18,15 @@ PAD_FRACTION = 0.15   # the padding the recognizer was trained with
 class TextLine:
     box: tuple[int, int, int, int]                  # x, y, w, h (padded, clipped to the image)
     polygon: tuple[tuple[int, int], ...]            # 4 corners clockwise from top-left
+    # How the crop the recognizer reads maps back to the image: a row-major 3 x 3 projective
+    # transform from crop pixels to image pixels (the detector's straightened crops), or None for
+    # a crop cut straight out of `box` (a translation).
+    to_image: tuple[float, ...] | None = None
+    # Lines sharing `visual_row` sit side by side on one row of the page (a table's cells, a label
+    # and its value): the page text joins them with a tab. `cell` is (row, column) inside the table
+    # the line belongs to, when the layout analysis found one.
+    visual_row: int | None = None
+    cell: tuple[int, int] | None = None
 
 
 def _polygon(x: int, y: int, w: int, h: int) -> tuple[tuple[int, int], ...]:
@@ -97,13 +106,20 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
     if not boxes:
         return [whole_image_line(rgb)]
     boxes = _split_touching(_drop_contained(_split_tall(boxes, keep, glyph_h)), keep)
-    ordered = _reading_order(boxes, W)
     out = []
-    for x, y, w, h in ordered:
-        pad = int(round(PAD_FRACTION * h)) + 1
-        x0, y0 = max(0, x - pad), max(0, y - pad)
-        x1, y1 = min(W, x + w + pad), min(H, y + h + pad)
-        out.append(TextLine((x0, y0, x1 - x0, y1 - y0), _polygon(x0, y0, x1 - x0, y1 - y0)))
+    table_rows: dict[int, int] = {}     # table id → rows seen so far
+    for r, row in enumerate(_reading_rows(boxes)):
+        cell_row = None
+        if row.table is not None:
+            cell_row = table_rows.get(row.table, 0)
+            table_rows[row.table] = cell_row + 1
+        for k, (x, y, w, h) in enumerate(row.boxes):
+            pad = int(round(PAD_FRACTION * h)) + 1
+            x0, y0 = max(0, x - pad), max(0, y - pad)
+            x1, y1 = min(W, x + w + pad), min(H, y + h + pad)
+            cell = (cell_row, row.columns[k]) if cell_row is not None and row.columns else None
+            out.append(TextLine((x0, y0, x1 - x0, y1 - y0), _polygon(x0, y0, x1 - x0, y1 - y0),
+                                visual_row=r, cell=cell))
     return out
 
 
@@ -181,6 +197,24 @@ def _drop_contained(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, i
     return kept
 
 
+@dataclass
+class Row:
+    """Boxes read left to right on one visual row; inside a table, each box's column index."""
+    boxes: list[tuple[int, int, int, int]]
+    columns: list[int] | None = None
+    table: int | None = None
+
+
+@dataclass
+class _Tables:
+    """Numbers the tables one XY-cut finds, in reading order."""
+    count: int = 0
+
+    def new(self) -> int:
+        self.count += 1
+        return self.count - 1
+
+
 def _reading_order(boxes: list[tuple[int, int, int, int]], page_w: int, *,
                    join: bool = True) -> list[tuple[int, int, int, int]]:
     """Recursive XY-cut: columns left to right, bands top to bottom, rows inside a band.
@@ -190,10 +224,16 @@ def _reading_order(boxes: list[tuple[int, int, int, int]], page_w: int, *,
     ordered on its own, so a full-width heading above two columns is read before them.
     With `join`, pieces of one row split by a wide glyph gap become one box (see `_join_row`).
     """
+    return [b for row in _reading_rows(boxes, join=join) for b in row.boxes]
+
+
+def _reading_rows(boxes: list[tuple[int, int, int, int]], *, join: bool = True) -> list[Row]:
+    """`_reading_order`, grouped into visual rows (with table cells' columns where a region reads
+    as a table)."""
     if not boxes:
         return []
     glyph_h = float(np.median([h for _, _, _, h in boxes]))
-    return _xy_cut(boxes, glyph_h, depth=0, join=join)
+    return _xy_cut(boxes, glyph_h, depth=0, join=join, tables=_Tables())
 
 
 def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, int]]:
@@ -208,9 +248,10 @@ def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, i
 
 
 def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
-            join: bool = True) -> list[tuple[int, int, int, int]]:
+            join: bool = True, tables: _Tables | None = None) -> list[Row]:
+    tables = tables if tables is not None else _Tables()
     if len(boxes) <= 1 or depth > 8:
-        return _rows(boxes, join)
+        return _row_groups(boxes, join)
     x0 = min(b[0] for b in boxes)
     x1 = max(b[0] + b[2] for b in boxes)
     gutters = _gaps([(x, x + w) for x, _, w, _ in boxes], max(1.0, glyph_h))
@@ -232,12 +273,12 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
             merged = {i: list(cols[i]) for i in text_cols}
             for i in stray:
                 merged[min(text_cols, key=lambda j: abs(j - i))].extend(cols[i])
-            return [b for i in text_cols for b in _xy_cut(merged[i], glyph_h, depth + 1, join)]
+            return [r for i in text_cols for r in _xy_cut(merged[i], glyph_h, depth + 1, join, tables)]
         if len(text_cols) == 1 and len(boxes) - len(cols[text_cols[0]]) <= 0.1 * len(boxes):
             # One real column plus margin marks (page numbers, folios): the column first.
             rest = [b for i in stray for b in cols[i]]
-            return _xy_cut(cols[text_cols[0]], glyph_h, depth + 1, join) + _rows(rest, join)
-        return _rows(boxes, join)
+            return _xy_cut(cols[text_cols[0]], glyph_h, depth + 1, join, tables) + _row_groups(rest, join)
+        return _table_rows(boxes, cuts, join, tables)
     gaps = _gaps([(y, y + h) for _, y, _, h in boxes], 1.0)
     if len(gaps) >= 1:
         widths = sorted(b - a for a, b in gaps)
@@ -249,11 +290,11 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
             cuts = [-1.0] + [(a + b) / 2 for a, b in wide] + [float("inf")]
             bands = [[b for b in boxes if lo <= b[1] + b[3] / 2 < hi] for lo, hi in zip(cuts, cuts[1:])]
             if len([bd for bd in bands if bd]) > 1:
-                return [b for bd in bands if bd for b in _xy_cut(bd, glyph_h, depth + 1, join)]
+                return [r for bd in bands if bd for r in _xy_cut(bd, glyph_h, depth + 1, join, tables)]
     split = _split_at_blocked_gutter(boxes, glyph_h, x0, x1)
     if split is not None:
-        return [b for part in split for b in _xy_cut(part, glyph_h, depth + 1, join)]
-    return _rows(boxes, join)
+        return [r for part in split for r in _xy_cut(part, glyph_h, depth + 1, join, tables)]
+    return _row_groups(boxes, join)
 
 
 def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: float, x0: int,
@@ -303,6 +344,11 @@ def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: fl
 
 def _rows(boxes: list[tuple[int, int, int, int]], join: bool = True) -> list[tuple[int, int, int, int]]:
     """Top to bottom; boxes whose vertical centres overlap form one row, read left to right."""
+    return [b for row in _row_groups(boxes, join) for b in row.boxes]
+
+
+def _row_groups(boxes: list[tuple[int, int, int, int]], join: bool = True) -> list[Row]:
+    """`_rows`, one `Row` per visual row."""
     boxes = sorted(boxes, key=lambda b: b[1] + b[3] / 2)
     rows: list[list[tuple[int, int, int, int]]] = []
     for b in boxes:
@@ -315,9 +361,23 @@ def _rows(boxes: list[tuple[int, int, int, int]], join: bool = True) -> list[tup
                 last.append(b)
                 continue
         rows.append([b])
-    if not join:
-        return [b for row in rows for b in sorted(row, key=lambda r: r[0])]
-    return [b for row in rows for b in _join_row(sorted(row, key=lambda r: r[0]))]
+    ordered = [sorted(row, key=lambda r: r[0]) for row in rows]
+    return [Row(_join_row(row) if join else row) for row in ordered]
+
+
+def _table_rows(boxes: list[tuple[int, int, int, int]], cuts: list[float], join: bool,
+                tables: _Tables) -> list[Row]:
+    """A region whose gutters split it into narrow label/value or cell columns: rows read across
+    it, each box numbered by the gutter-delimited column its centre falls in. It is a table when
+    at least two rows hold two or more cells."""
+    rows = _row_groups(boxes, join)
+    if sum(len(r.boxes) >= 2 for r in rows) < 2:
+        return rows
+    table = tables.new()
+    for r in rows:
+        r.table = table
+        r.columns = [max(0, sum(1 for c in cuts[1:-1] if x + w / 2 >= c)) for x, _, w, _ in r.boxes]
+    return rows
 
 
 def _join_row(row: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:

@@ -15,7 +15,9 @@ from ocr_core.decode import Decoded, greedy_decode
 from ocr_core.detect import DEFAULT_DETECTOR_WEIGHTS, TextDetector, looks_like_photo
 from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
 from ocr_core.model import CRNN, INPUT_HEIGHT, load_crnn
+from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
 from ocr_core.preprocess import MIN_BATCH_WIDTH, batch_lines, prepare_line
+from ocr_core.words import Word, apply, polygon_and_box, translation, word_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,12 @@ MAX_BATCH_COLUMNS = 16_000
 MIN_PAGE_CHAR_CONFIDENCE = 0.5
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
+# Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this
+# may be upside down; its longest lines are then read turned (at most this many), and the page is
+# turned when they read surer by more than the margin. Upright text reads at 0.9+ per character.
+UPRIGHT_CONFIDENCE = 0.85
+FLIP_SAMPLE_LINES = 4
+FLIP_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -38,11 +46,18 @@ class OcrLine:
     box: tuple[int, int, int, int]                 # x, y, w, h in the input image
     polygon: tuple[tuple[int, int], ...]           # 4 corners, clockwise from top-left
     char_confidences: tuple[float, ...] = ()
+    words: tuple[Word, ...] = ()                   # space-separated words, each CJK character one
+    visual_row: int | None = None                  # lines sharing it sit side by side on one row
+    cell: tuple[int, int] | None = None            # (row, column) in the table it belongs to
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "confidence": round(self.confidence, 4), "box": list(self.box),
-                "polygon": [list(p) for p in self.polygon],
-                "char_confidences": [round(c, 4) for c in self.char_confidences]}
+        d = {"text": self.text, "confidence": round(self.confidence, 4), "box": list(self.box),
+             "polygon": [list(p) for p in self.polygon],
+             "char_confidences": [round(c, 4) for c in self.char_confidences],
+             "words": [w.to_dict() for w in self.words]}
+        if self.cell is not None:
+            d["row"], d["column"] = self.cell
+        return d
 
 
 @dataclass
@@ -54,10 +69,12 @@ class OcrResult:
     elapsed_ms: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     finder: str = "classical"       # which line finder read the page: classical, learned or single-line
+    rotation: int = 0               # clockwise turn (0/90/180/270) that made the image upright
 
     def to_dict(self) -> dict:
         return {"text": self.text, "lines": [ln.to_dict() for ln in self.lines], "width": self.width,
-                "height": self.height, "elapsed_ms": round(self.elapsed_ms, 2), "finder": self.finder}
+                "height": self.height, "elapsed_ms": round(self.elapsed_ms, 2), "finder": self.finder,
+                "rotation": self.rotation}
 
 
 class Predictor:
@@ -147,11 +164,13 @@ class Predictor:
         flush()
         return [r for r in results if r is not None]
 
-    def read(self, image, *, single_line: bool = False, finder: str = "auto") -> OcrResult:
+    def read(self, image, *, single_line: bool = False, finder: str = "auto", orient: bool = True) -> OcrResult:
         """Read a PIL image or an H x W x 3 uint8 RGB array; lines come back in reading order.
 
         `finder`: "auto" sends photos to the learned detector and the rest to the classical
-        finder; "classical" or "learned" force one (for comparisons)."""
+        finder; "classical" or "learned" force one (for comparisons). `orient`: find which way up
+        a page is (0/90/180/270, `ocr_core.orientation`) and read it upright; boxes stay in the
+        image's own coordinates either way."""
         if finder not in FINDERS:
             raise ValueError(f"finder must be one of {', '.join(FINDERS)}, not {finder!r}")
         if finder == "learned" and self.detector is None:
@@ -159,37 +178,119 @@ class Predictor:
         t0 = time.perf_counter()
         rgb = _as_rgb_array(image)
         h, w = rgb.shape[:2]
-        t_lines = time.perf_counter()
+        timings: dict[str, float] = {}
+        rotation = 0
         if single_line:
             finder = "single-line"
             lines: list[TextLine] = [whole_image_line(rgb)]
             crops = [rgb]
-        elif finder == "learned" or (finder == "auto" and self.detector is not None and looks_like_photo(rgb)):
-            finder = "learned"
-            found = self.detector.find_lines(rgb)
-            lines, crops = [ln for ln, _ in found], [c for _, c in found]
+            t_rec = time.perf_counter()
+            decoded = self.recognize(crops)
+            timings["recognize"] = (time.perf_counter() - t_rec) * 1e3
         else:
-            finder = "classical"
-            lines = find_lines(rgb)
-            crops = [crop_line(rgb, ln) for ln in lines]
-        t_rec = time.perf_counter()
-        decoded = self.recognize(crops) if crops else []
+            if finder == "auto":
+                # Flat-background share does not change when a page turns: decide once.
+                finder = "learned" if self.detector is not None and looks_like_photo(rgb) else "classical"
+            found = None
+            if orient:
+                t_or = time.perf_counter()
+                # Lines running down the image: turn it a quarter clockwise; if it was the other
+                # quarter, the text now reads upside down and the check below turns it further.
+                if finder == "learned":
+                    assert self.detector is not None
+                    found = self.detector.detect(rgb)
+                    rotation = 90 if boxes_run_down([d.quad for d in found]) else 0
+                else:
+                    rotation = 90 if lines_run_down(rgb) else 0
+                timings["orientation"] = (time.perf_counter() - t_or) * 1e3
+            lines, crops, decoded = self._read_page(turn(rgb, rotation), finder, timings,
+                                                    found=None if rotation else found)
+            if orient and _unsure(decoded):
+                t_or = time.perf_counter()
+                flip = self._reads_better_flipped(crops, decoded)
+                timings["orientation"] = timings.get("orientation", 0.0) + (time.perf_counter() - t_or) * 1e3
+                if flip:
+                    rotation = (rotation + 180) % 360
+                    lines, crops, decoded = self._read_page(turn(rgb, rotation), finder, timings)
+                if rotation in (90, 270) and _unsure(decoded):
+                    # The glyph geometry said "turned", yet neither quarter reads well (texture
+                    # on a photo can mislead it): keep the page as uploaded if that reads surer.
+                    as_uploaded = self._read_page(rgb, finder, timings)
+                    if _mean_char_confidence(as_uploaded[2]) > _mean_char_confidence(decoded):
+                        rotation = 0
+                        lines, crops, decoded = as_uploaded
         t_end = time.perf_counter()
+        back = to_upload(rotation, w, h)
         out: list[OcrLine] = []
-        for ln, d in zip(lines, decoded):
+        for ln, crop, d in zip(lines, crops, decoded):
             text = d.text.strip()
             if not text:
                 continue
             if not single_line and sum(d.char_confidences) / len(d.char_confidences) < MIN_PAGE_CHAR_CONFIDENCE:
                 continue
-            out.append(OcrLine(text=text, confidence=d.confidence, box=ln.box, polygon=ln.polygon,
-                               char_confidences=d.char_confidences))
+            to_view = (np.array(ln.to_image).reshape(3, 3) if ln.to_image is not None
+                       else translation(ln.box[0], ln.box[1]))
+            words = word_boxes(d.text, d.char_confidences, d.char_steps, d.num_steps, crop, back @ to_view)
+            if rotation:
+                polygon, box = polygon_and_box(apply(back, np.array(ln.polygon, np.float64)))
+            else:
+                polygon, box = ln.polygon, ln.box
+            out.append(OcrLine(text=text, confidence=d.confidence, box=box, polygon=polygon,
+                               char_confidences=d.char_confidences, words=tuple(words),
+                               visual_row=ln.visual_row, cell=ln.cell))
         return OcrResult(
-            text="\n".join(ln.text for ln in out), lines=out, width=w, height=h,
-            elapsed_ms=(t_end - t0) * 1e3,
-            timings_ms={"lines": (t_rec - t_lines) * 1e3, "recognize": (t_end - t_rec) * 1e3},
-            finder=finder,
+            text=page_text(out), lines=out, width=w, height=h,
+            elapsed_ms=(t_end - t0) * 1e3, timings_ms=timings, finder=finder, rotation=rotation,
         )
+
+    def _read_page(self, rgb: np.ndarray, finder: str, timings: dict[str, float], *,
+                   found: list | None = None) -> tuple[list[TextLine], list[np.ndarray], list]:
+        """Find the lines of an upright page with the named finder (the detector's `found`, when
+        already made on this image) and recognize them."""
+        t_lines = time.perf_counter()
+        if finder == "learned":
+            assert self.detector is not None
+            pairs = self.detector.find_lines(rgb, found)
+            lines, crops = [ln for ln, _ in pairs], [c for _, c in pairs]
+        else:
+            lines = find_lines(rgb)
+            crops = [crop_line(rgb, ln) for ln in lines]
+        t_rec = time.perf_counter()
+        decoded = self.recognize(crops) if crops else []
+        t_end = time.perf_counter()
+        timings["lines"] = timings.get("lines", 0.0) + (t_rec - t_lines) * 1e3
+        timings["recognize"] = timings.get("recognize", 0.0) + (t_end - t_rec) * 1e3
+        return lines, crops, decoded
+
+    def _reads_better_flipped(self, crops: list[np.ndarray], decoded: list) -> bool:
+        """Read the page's longest lines turned by 180 degrees: do they read clearly surer?"""
+        longest = sorted(range(len(crops)), key=lambda i: -crops[i].shape[1] / max(1, crops[i].shape[0]))
+        sample = longest[:FLIP_SAMPLE_LINES]
+        flipped = self.recognize([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in sample])
+        as_is = _mean_char_confidence([decoded[i] for i in sample])
+        return _mean_char_confidence(flipped) > as_is + FLIP_MARGIN
+
+
+def page_text(lines: list[OcrLine]) -> str:
+    """Lines in reading order, one per text line; lines side by side on one visual row (a table's
+    cells, a label and its value) joined by a tab."""
+    parts: list[str] = []
+    for i, ln in enumerate(lines):
+        if i:
+            same_row = ln.visual_row is not None and ln.visual_row == lines[i - 1].visual_row
+            parts.append("\t" if same_row else "\n")
+        parts.append(ln.text)
+    return "".join(parts)
+
+
+def _mean_char_confidence(decoded: list) -> float:
+    confs = [c for d in decoded for c in d.char_confidences]
+    return float(np.mean(confs)) if confs else 0.0
+
+
+def _unsure(decoded: list) -> bool:
+    """A page reading whose characters are on average not confident: maybe upside down."""
+    return bool(decoded) and _mean_char_confidence(decoded) < UPRIGHT_CONFIDENCE
 
 
 class _ChannelsLast(torch.nn.Module):

@@ -9,7 +9,7 @@ from flask import Flask
 from cache.index import RedisResultIndex
 from cache.store import ResultStore, from_url
 
-from . import errors, logs, metrics
+from . import errors, logs, metrics, security
 from .service import OcrService, RedisIndex, Recognizer
 from .settings import Settings
 
@@ -38,9 +38,12 @@ def create_app(settings: Settings, *, predictor: Recognizer | None = None,
     """Build the app and its services once; tests inject `predictor`, `index` and `store`.
 
     Services left as None are built from `settings` (an empty `redis_url` means no index)."""
-    app = Flask(__name__)
-    # Multipart framing adds a little to the image itself; the image limit is enforced in the view.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 65536
+    # No Flask static route: origin.web serves content-hashed assets itself.
+    app = Flask(__name__, static_folder=None)
+    # Multipart framing adds a little to the image itself, base64 in a JSON upload a third; the
+    # image limit itself is enforced in the view.
+    from .views import json_body_limit
+    app.config["MAX_CONTENT_LENGTH"] = json_body_limit(settings.max_upload_bytes)
     app.config["JSON_AS_ASCII"] = False
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     if store is None:
@@ -57,6 +60,9 @@ def create_app(settings: Settings, *, predictor: Recognizer | None = None,
                 app.extensions["ocr"].namespace)
     logs.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
+    from . import web
     from .views import bp
     app.register_blueprint(bp)
+    web.init_app(app)
     return app

@@ -16,6 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import settings
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +35,6 @@ def serve_command(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 def serve(args: argparse.Namespace, extra: list[str]) -> int:
     """Replace this process with gunicorn serving origin.wsgi:app."""
-    # One intra-op thread per worker: NOTES.md, spinning OpenMP threads collapse under load.
-    os.environ.setdefault("OCR_TORCH_THREADS", "1")
     # prometheus_client aggregates worker metrics through files in this dir; a fresh master must
     # not inherit the files of a previous run (counters would never reset, dead pids linger).
     prom = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path("var/prometheus").resolve())))
@@ -53,10 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the origin under gunicorn (arguments after -- go to gunicorn)")
-    p.add_argument("--bind", default=os.environ.get("OCR_BIND")
-                   or f"127.0.0.1:{os.environ.get('OCR_ORIGIN_PORT', '8000')}")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("OCR_WORKERS", max(2, os.cpu_count() or 1))),
-                   help="worker processes (default: one per core, at least 2)")
+    p.add_argument("--bind", default=settings.get("OCR_BIND"))
+    p.add_argument("--workers", type=int, default=settings.get("OCR_WORKERS"),
+                   help="worker processes (default: OCR_WORKERS, else one per core, at least 2)")
     p.add_argument("--app", default="origin.wsgi:app", help=argparse.SUPPRESS)
     p.add_argument("--keep-metrics", action="store_true", help="do not clear PROMETHEUS_MULTIPROC_DIR")
 
@@ -80,13 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=os.environ.get("OCR_LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=settings.get("OCR_LOG_LEVEL").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # Pass-through commands keep their own argument parsing.
     if argv[:1] == ["reindex"]:
         from cache.__main__ import main as cache_main  # lazy: pulls redis/boto3
 
-        return cache_main(["reindex", *argv[1:]])
+        # The defaults are the origin's own settings (redis on OCR_REDIS_PORT, same storage),
+        # never a hard-coded port that may belong to another deployment.
+        return cache_main(["reindex", *argv[1:]], defaults={
+            "redis_url": settings.get("OCR_REDIS_URL"), "storage_url": settings.get("OCR_STORAGE_URL"),
+            "s3_endpoint_url": settings.get("OCR_S3_ENDPOINT_URL"),
+            "hamming_distance": settings.get("OCR_HAMMING_DISTANCE")})
     extra: list[str] = []
     if argv[:1] == ["serve"] and "--" in argv:
         cut = argv.index("--")

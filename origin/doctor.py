@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,11 @@ class Check:
     detail: str   # what was found, in plain words (and what to do about it)
 
 
-def env_get(env: Mapping[str, str], name: str, default: str) -> str:
-    return env.get(name, default)
+def env_get(env: Mapping[str, str], name: str) -> Any:
+    """The option's value in `env`, with the one default declared in origin/settings.py."""
+    from origin.settings import get
+
+    return get(name, env)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -64,12 +67,12 @@ def check_secret(env: Mapping[str, str]) -> Check:
         from cache.keys import MIN_SECRET_BYTES
     except ImportError:
         MIN_SECRET_BYTES = 16  # noqa: N806 - same meaning as the constant it stands in for
-    if env.get("OCR_SECRET"):
-        if len(env["OCR_SECRET"].encode()) < MIN_SECRET_BYTES:
+    if env_get(env, "OCR_SECRET"):
+        if len(env_get(env, "OCR_SECRET").encode()) < MIN_SECRET_BYTES:
             return Check("secret", FAIL, f"OCR_SECRET is shorter than {MIN_SECRET_BYTES} bytes: "
                                          "result URLs would be guessable")
         return Check("secret", OK, "OCR_SECRET is set")
-    path = Path(env_get(env, "OCR_SECRET_FILE", "var/secret"))
+    path = Path(env_get(env, "OCR_SECRET_FILE"))
     if not path.exists():
         return Check("secret", FAIL, f"no secret: OCR_SECRET is unset and {path} does not exist "
                                      "(`make run` creates it; or set OCR_SECRET)")
@@ -85,7 +88,7 @@ def check_secret(env: Mapping[str, str]) -> Check:
 
 
 def check_redis(env: Mapping[str, str]) -> Check:
-    url = env_get(env, "OCR_REDIS_URL", "redis://127.0.0.1:6379/0")
+    url = env_get(env, "OCR_REDIS_URL")
     if not url:
         return Check("redis", WARN, "OCR_REDIS_URL is empty: the index is disabled, so there is no "
                                     "near-duplicate reuse and no single flight")
@@ -119,8 +122,8 @@ def check_redis(env: Mapping[str, str]) -> Check:
 
 
 def check_storage(env: Mapping[str, str]) -> Check:
-    url = env_get(env, "OCR_STORAGE_URL", "file://var/results")
-    endpoint = env.get("OCR_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None
+    url = env_get(env, "OCR_STORAGE_URL")
+    endpoint = env_get(env, "OCR_S3_ENDPOINT_URL")
     try:
         from cache.errors import StorageUnavailable
         from cache.store import from_url
@@ -147,7 +150,7 @@ def default_weights() -> Path | None:
 
 
 def check_model(env: Mapping[str, str], load: bool = True) -> Check:
-    path_s = env.get("OCR_MODEL_PATH")
+    path_s = env_get(env, "OCR_MODEL_PATH")
     path = Path(path_s) if path_s else default_weights()
     if path is None:
         return Check("model", FAIL, "the ocr_core package is not installed")
@@ -161,7 +164,10 @@ def check_model(env: Mapping[str, str], load: bool = True) -> Check:
         from ocr_core import Predictor
 
         t0 = time.perf_counter()
-        predictor = Predictor.load(path if path_s else None, threads=1)
+        detector = env_get(env, "OCR_DETECTOR_PATH") or True
+        if str(detector).lower() == "off":
+            detector = False
+        predictor = Predictor.load(path if path_s else None, threads=1, detector=detector)
         seconds = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - any load failure is the finding
         return Check("model", FAIL, f"the weights {path} do not load: {type(exc).__name__}: {exc}")
@@ -187,12 +193,15 @@ def check_nginx(env: Mapping[str, str], conf: Path | None = None) -> Check:
     nginx = render.nginx_binary()
     if nginx is None:
         return Check("nginx", FAIL, "nginx is not installed (apt-get install -y nginx-light, or `make run`)")
-    max_upload = env_get(env, "OCR_MAX_UPLOAD_BYTES", str(render.DEFAULT_MAX_UPLOAD_BYTES))
+    try:
+        max_upload = env_get(env, "OCR_MAX_UPLOAD_BYTES")
+    except ValueError as exc:
+        return Check("nginx", FAIL, f"OCR_MAX_UPLOAD_BYTES is not usable: {exc}")
     with tempfile.TemporaryDirectory(prefix="ocr-doctor-nginx-") as tmp:
         if conf is None:
             try:
                 values = render.values_for(Path(tmp), listen="127.0.0.1:8080",
-                                           upstream=f"127.0.0.1:{env_get(env, 'OCR_ORIGIN_PORT', '8000')}",
+                                           upstream=f"127.0.0.1:{env_get(env, 'OCR_ORIGIN_PORT')}",
                                            max_upload_bytes=max_upload)
                 conf = render.write_config(Path(tmp) / "nginx.conf", values)
             except render.RenderError as exc:

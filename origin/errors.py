@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
@@ -90,19 +90,22 @@ class ModelUnavailable(ServiceUnavailable):
     status, code = 503, "model_unavailable"
 
 
-def error_cache_control(status: int, method: str) -> str:
-    """Errors never get the results' week: 5xx and anything on POST are not stored; a GET 4xx
-    (unknown or malformed key) is cacheable briefly so a CDN absorbs repeats without pinning it."""
-    if status >= 500 or method not in ("GET", "HEAD"):
+def error_cache_control(status: int, method: str, max_age: int = 60) -> str:
+    """Errors never get the results' week: 5xx, 429 and anything on POST are not stored; a GET
+    4xx (unknown or malformed key) is cacheable for `max_age` (OCR_ERROR_MAX_AGE, short) so a
+    CDN absorbs repeats without pinning it."""
+    if status >= 500 or status == 429 or method not in ("GET", "HEAD") or max_age <= 0:
         return "no-store"
-    return "public, max-age=60"
+    return f"public, max-age={max_age}"
 
 
 def error_response(status: int, code: str, message: str) -> Response:
     resp = jsonify({"error": {"status": status, "code": code, "message": message},
                     "request_id": g.get("request_id")})
     resp.status_code = status
-    resp.headers["Cache-Control"] = error_cache_control(status, request.method)
+    svc = current_app.extensions.get("ocr")
+    max_age = svc.settings.error_max_age if svc is not None else 60
+    resp.headers["Cache-Control"] = error_cache_control(status, request.method, max_age)
     return resp
 
 

@@ -15,7 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ocr_core.images import to_rgb
 
-from .errors import CorruptImage, EmptyUpload, ImageTooLarge, UnsupportedImage
+from .errors import CorruptImage, EmptyUpload, ImageTooLarge, OriginError, UnsupportedImage
+from .units import human_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             if w <= 0 or h <= 0:
                 raise CorruptImage("the image has no pixels")
             if w * h > max_pixels:
-                raise ImageTooLarge(f"the image has {w}x{h} pixels, more than the limit of {max_pixels}")
+                raise ImageTooLarge(f"the image is {w}×{h} pixels ({human_pixels(w * h)}); the limit is "
+                                    f"{human_pixels(max_pixels)}")
             img.load()  # first frame of GIF/TIFF; raises OSError when truncated
             fmt = img.format or "unknown"
             img = ImageOps.exif_transpose(img)
@@ -52,9 +54,17 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     except UnidentifiedImageError as exc:
         raise UnsupportedImage() from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(str(exc)) from exc
+        raise ImageTooLarge(f"the image has more pixels than the limit of {human_pixels(max_pixels)}") from exc
+    except OriginError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
         # Pillow reports truncated/corrupt data through these (SyntaxError: broken headers)
+        raise CorruptImage(f"the image could not be decoded: {exc.__class__.__name__}") from exc
+    except Exception as exc:  # noqa: BLE001 - any other decoder failure is still the image's fault
+        # Pillow's plugins also raise TypeError/AttributeError/KeyError/ZeroDivisionError/... on
+        # mistyped EXIF or TIFF tags (Orientation + a FLOAT `Model`; RATIONAL StripOffsets): the
+        # upload is bad, never the server.
+        logger.warning("decoder raised %s on an upload: %s", exc.__class__.__name__, exc)
         raise CorruptImage(f"the image could not be decoded: {exc.__class__.__name__}") from exc
     return DecodedImage(img, fmt)
 

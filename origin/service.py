@@ -21,14 +21,13 @@ from typing import Any, Callable, Protocol, TypeVar
 from PIL import Image
 
 from cache import verify
-from cache.errors import IndexUnavailable, StorageUnavailable
+from cache.errors import StorageUnavailable
 from cache.fingerprint import Fingerprint, fingerprint
-from cache.index import Locker, ResultIndex
 from cache.keys import KeyDeriver, is_valid_key, model_namespace
 from cache.store import RESULT, SIGNATURE, THUMBNAIL, ResultStore
 
 from . import metrics
-from .errors import StorageDown
+from .backends import DegradingIndex, Lock, LockState, RedisIndex, ResultFiles
 from .images import decode_image
 from .settings import Settings
 
@@ -36,7 +35,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 THUMBNAIL_SIZE = (320, 320)
-_LOCK_DOWN = object()  # try_lock outcome when Redis is unavailable (distinct from "held": None)
+__all__ = ["OcrService", "Outcome", "Recognizer", "RedisIndex", "make_thumbnail"]
 
 
 class Recognizer(Protocol):
@@ -45,10 +44,6 @@ class Recognizer(Protocol):
     model_version: str
 
     def read(self, image: Any, *, single_line: bool = False) -> Any: ...
-
-
-class RedisIndex(ResultIndex, Locker, Protocol):
-    """The index and the single-flight locks (RedisResultIndex provides both)."""
 
 
 @dataclass(frozen=True)
@@ -69,33 +64,23 @@ class OcrService:
                  index: RedisIndex | None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.predictor = predictor
-        self.store = store
-        self.index = index
+        self.store = store                   # the raw store (readiness pings it)
+        self.results = ResultFiles(store)    # what the flow and the views use: errors are 503s
+        self.index = DegradingIndex(index)   # Redis failures degrade dedup, never the upload
         self.keys = KeyDeriver(settings.secret)
         self.namespace = model_namespace(predictor.model_name, predictor.model_version)
         self._clock = clock
 
-    # storage and index calls, translated and counted ---------------------------------------
     def storage(self, op: str, fn: Callable[[], T]) -> T:
+        """Run `fn` (a call on the raw store) with storage errors translated. Prefer
+        `self.results`, which does this for every call."""
         try:
             return fn()
         except StorageUnavailable as exc:
-            metrics.STORAGE_ERRORS.labels(op).inc()
-            logger.error("storage failed op=%s error=%s", op, exc)
-            raise StorageDown() from exc
-
-    def _redis(self, op: str, fn: Callable[[], T], default: Any) -> T | Any:
-        if self.index is None:
-            return default
-        try:
-            return fn()
-        except IndexUnavailable as exc:
-            metrics.REDIS_ERRORS.labels(op).inc()
-            logger.warning("redis unavailable op=%s dedup=skipped error=%s", op, exc)
-            return default
+            raise self.results.failed(op, exc) from exc
 
     def _exists(self, key: str) -> bool:
-        return self.storage("exists", lambda: self.store.exists(key, RESULT))
+        return self.results.exists(key, RESULT)
 
     # the flow --------------------------------------------------------------------------------
     def submit(self, data: bytes) -> Outcome:
@@ -125,15 +110,15 @@ class OcrService:
         if upload.faint:
             logger.info("near-duplicate lookup skipped reason=faint content phash=%s", fp.phash_hex)
             return None  # no candidate could pass: save the lookup and the signature reads
-        candidates = self._redis("candidates", lambda: self.index.candidates(
-            self.namespace, fp.phash, limit=self.settings.max_candidates, unstable=fp.unstable), [])
+        candidates = self.index.candidates(self.namespace, fp.phash, limit=self.settings.max_candidates,
+                                           unstable=fp.unstable)
         for cand in candidates:
             # Redis is not trusted: a malformed key never reaches storage, and another model's
             # result is never served, whatever an index entry says.
             if not is_valid_key(cand.key) or not cand.key.startswith(self.namespace):
                 logger.warning("near-duplicate candidate ignored key=%r reason=foreign or malformed", cand.key)
                 continue
-            sig_bytes = self.storage("get", lambda: self.store.get(cand.key, SIGNATURE))
+            sig_bytes = self.results.get(cand.key, SIGNATURE)
             if sig_bytes is None:
                 continue  # index ahead of storage (deleted result): never trust the index alone
             try:
@@ -150,31 +135,29 @@ class OcrService:
             metrics.NEAR_REJECTED.inc()
         return None
 
-    def _try_lock(self, fp: Fingerprint) -> str | None | object:
-        return self._redis("lock", lambda: self.index.try_lock(
-            self.namespace, fp.pixel_digest, ttl_ms=self.settings.lock_ttl_ms), _LOCK_DOWN)
+    def _try_lock(self, fp: Fingerprint) -> Lock:
+        return self.index.try_lock(self.namespace, fp.pixel_digest, ttl_ms=self.settings.lock_ttl_ms)
 
     def _recognise_once(self, image: Image.Image, fp: Fingerprint, key: str) -> Outcome:
         """Single flight on the pixel digest: one worker recognises, duplicates wait and reuse."""
-        token = self._try_lock(fp)
-        if token is None:
+        lock = self._try_lock(fp)
+        if lock.state is LockState.HELD:
             deadline = time.monotonic() + self.settings.lock_wait_s
             delay = 0.02
-            while token is None and time.monotonic() < deadline:
+            while lock.state is LockState.HELD and time.monotonic() < deadline:
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.25)
                 if self._exists(key):
                     return Outcome(key, "waited")
-                token = self._try_lock(fp)  # the leader failed or its lock expired: we lead
-            if token is None:
+                lock = self._try_lock(fp)  # the leader failed or its lock expired: we lead
+            if lock.state is LockState.HELD:
                 logger.warning("single flight wait timed out key=%s: recognising anyway", key)
         try:
-            if isinstance(token, str) and self._exists(key):
+            if lock.state is LockState.ACQUIRED and self._exists(key):
                 return Outcome(key, "waited")  # the leader finished between our two checks
             return self._recognise(image, fp, key)
         finally:
-            if isinstance(token, str):
-                self._redis("unlock", lambda: self.index.unlock(self.namespace, fp.pixel_digest, token), None)
+            self.index.unlock(self.namespace, fp.pixel_digest, lock)
 
     def _recognise(self, image: Image.Image, fp: Fingerprint, key: str) -> Outcome:
         t0 = time.perf_counter()
@@ -187,19 +170,16 @@ class OcrService:
         # then Redis, so the index never points at a result that storage does not have.
         signature = verify.make_signature(image)
         if signature is not None:
-            self.storage("put", lambda: self.store.put(
-                key, SIGNATURE, verify.encode_signature(signature), content_type="image/png"))
-        self.storage("put", lambda: self.store.put(key, THUMBNAIL, make_thumbnail(image),
-                                                   content_type="image/jpeg"))
-        created_now = self.storage("put", lambda: self.store.put(
-            key, RESULT, body, content_type="application/json; charset=utf-8"))
+            self.results.put(key, SIGNATURE, verify.encode_signature(signature), content_type="image/png")
+        self.results.put(key, THUMBNAIL, make_thumbnail(image), content_type="image/jpeg")
+        created_now = self.results.put(key, RESULT, body, content_type="application/json; charset=utf-8")
         if not created_now:  # someone else stored it first: theirs is the result at this URL
-            body = self.storage("get", lambda: self.store.get(key, RESULT)) or body
+            body = self.results.get(key, RESULT) or body
         if signature is None:
             # nothing to verify a near duplicate against: not indexed, reused only when identical
             logger.info("near-duplicate reuse off key=%s reason=page over %d pixels", key, verify.MAX_PIXELS)
         else:
-            self._redis("record", lambda: self.index.record(self.namespace, key, fp.phash, created_at=created), None)
+            self.index.record(self.namespace, key, fp.phash, created_at=created)
         return Outcome(key, "miss", body)
 
     def _result_doc(self, key: str, fp: Fingerprint, result: Any, created: float) -> dict[str, Any]:
@@ -210,6 +190,10 @@ class OcrService:
                      "box": [int(v) for v in line["box"]]}
             if line.get("polygon") is not None:
                 entry["polygon"] = [[int(x), int(y)] for x, y in line["polygon"]]
+            # Word boxes (for highlighting and redaction) and table cells' places, as read.
+            for name in ("words", "row", "column"):
+                if line.get(name) is not None:
+                    entry[name] = line[name]
             lines.append(entry)
         return {
             "key": key,
@@ -224,6 +208,8 @@ class OcrService:
                       "namespace": self.namespace},
             # which line finder read the image (classical for documents, learned for photos)
             "finder": raw.get("finder", "classical"),
+            # the clockwise turn (0/90/180/270) that made the upload upright; boxes are the upload's
+            "rotation": int(raw.get("rotation", 0)),
             "elapsed_ms": round(float(raw.get("elapsed_ms", result.elapsed_ms)), 2),
             "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
         }

@@ -1,31 +1,167 @@
-"""Origin configuration, read once at startup from the environment (docs/architecture.md)."""
+"""Every OCR_* setting, declared once: name, type, default and meaning (docs/architecture.md).
+
+The app (`Settings.from_env`), the launcher (deploy/run.py), the gunicorn config, the nginx
+renderer, the CLI, `doctor` and `reindex` all read their values through `OPTIONS` here, so a
+default can never differ between two of them. README "Configuration" is checked against this
+table by tests/unit/origin/test_settings.py.
+
+Standard library only at import time: deploy/run.py, deploy/gunicorn.conf.py and
+deploy/nginx/render.py load this file by path (importing the `origin` package would pull Flask).
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
-from cache.index import MAX_RADIUS
-from cache.keys import MIN_SECRET_BYTES
+MIN_SECRET_BYTES = 16  # cache.keys.MIN_SECRET_BYTES, checked equal by the settings tests
 
 
 class ConfigError(ValueError):
     """The environment does not describe a usable configuration."""
 
 
-def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
-         maximum: int | None = None) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ConfigError(f"{name} must be in {minimum}..{maximum if maximum is not None else '∞'}, got {value}")
-    return value
+def _default_workers(_env: Mapping[str, str]) -> str:
+    # One sync worker per core, at least 2 so a slow upload never blocks /results/ misses.
+    return str(max(2, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One environment variable. `default` is the raw text used when it is unset or empty; it may
+    name other options as `{OCR_X}` (resolved first) or be computed from the environment."""
+    name: str
+    type: str                      # int | float | str | bool | optional (str, None when empty)
+    default: str | Callable[[Mapping[str, str]], str]
+    doc: str
+    readme_default: str | None = None  # the README's default column when not the literal default
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    keep_empty: bool = False       # an explicitly empty value means "off", not "default"
+
+    def raw(self, env: Mapping[str, str]) -> str:
+        value = env.get(self.name)
+        if value is not None and (value.strip() or self.keep_empty):
+            return value.strip()
+        default = self.default(env) if callable(self.default) else self.default
+        return default.format_map(_Resolver(env))
+
+    def parse(self, env: Mapping[str, str]) -> Any:
+        raw = self.raw(env)
+        if self.type == "str":
+            if self.choices and raw.upper() not in self.choices:
+                raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
+            return raw
+        if self.type == "optional":
+            return raw or None
+        if self.type == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ConfigError(f"{self.name} must be true or false, got {raw!r}")
+        try:
+            value: float = int(raw) if self.type == "int" else float(raw)
+        except ValueError:
+            raise ConfigError(f"{self.name} must be {'an integer' if self.type == 'int' else 'a number'}, "
+                              f"got {raw!r}") from None
+        if (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum):
+            hi = self.maximum if self.maximum is not None else "∞"
+            raise ConfigError(f"{self.name} must be in {self.minimum}..{hi}, got {value}")
+        return value
+
+    def readme(self) -> str:
+        """The default as the README table shows it."""
+        if self.readme_default is not None:
+            return self.readme_default
+        assert isinstance(self.default, str)
+        return f"`{self.default}`" if self.default else "unset"
+
+
+class _Resolver(dict):  # type: ignore[type-arg]
+    """`{OCR_X}` in a default: the raw value of option OCR_X in the same environment."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__()
+        self.env = env
+
+    def __missing__(self, name: str) -> str:
+        return OPTIONS[name].raw(self.env)
+
+
+_OPTIONS: tuple[Option, ...] = (
+    # the origin app ---------------------------------------------------------------------------
+    Option("OCR_REDIS_URL", "str", "redis://127.0.0.1:{OCR_REDIS_PORT}/0",
+           "Redis index; empty string disables it (no dedup, no rate limit). Credentials in the URL "
+           "(`redis://:password@host:port/db`) are used",
+           readme_default="`redis://127.0.0.1:${OCR_REDIS_PORT}/0`", keep_empty=True),
+    Option("OCR_STORAGE_URL", "str", "file://{OCR_VAR_DIR}/results", "`file://DIR` or `s3://bucket/prefix`",
+           readme_default="`file://${OCR_VAR_DIR}/results`"),
+    Option("OCR_S3_ENDPOINT_URL", "optional", lambda env: env.get("AWS_ENDPOINT_URL", ""),
+           "S3 endpoint for SeaweedFS / moto / MinIO; credentials from the usual `AWS_*` variables",
+           readme_default="unset (falls back to `AWS_ENDPOINT_URL`)"),
+    Option("OCR_SECRET", "optional", "", "HMAC secret for result keys (at least 16 bytes); keep it stable; "
+           "wins over `OCR_SECRET_FILE`"),
+    Option("OCR_SECRET_FILE", "str", "{OCR_VAR_DIR}/secret", "file holding the secret (created once by `make run`)",
+           readme_default="`${OCR_VAR_DIR}/secret`"),
+    Option("OCR_MAX_UPLOAD_BYTES", "int", str(20 * 1024 * 1024),
+           "upload limit; nginx's `client_max_body_size` is rendered from the same value",
+           readme_default="`20971520` (20 MiB)", minimum=1),
+    Option("OCR_MAX_PIXELS", "int", "40000000", "decompression-bomb limit (width × height)", minimum=1),
+    Option("OCR_HAMMING_DISTANCE", "int", "4", "pHash candidate radius", minimum=0, maximum=5),
+    Option("OCR_MAX_CANDIDATES", "int", "8", "near-duplicate candidates verified per upload", minimum=0),
+    Option("OCR_MODEL_PATH", "optional", "", "recognizer weights",
+           readme_default="shipped `ocr_core/weights/crnn.pt`"),
+    Option("OCR_DETECTOR_PATH", "optional", "",
+           "photo text detector weights; `off` reads every page with the classical finder",
+           readme_default="shipped `ocr_core/weights/dbnet.pt`"),
+    Option("OCR_TORCH_THREADS", "int", "1",
+           "intra-op threads per worker (one worker per core is faster than more threads)", minimum=1),
+    Option("OCR_LOG_LEVEL", "str", "INFO", "log level of the origin, gunicorn and the CLI",
+           choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    Option("OCR_RESULT_MAX_AGE", "int", str(7 * 24 * 3600), "Cache-Control max-age of stored results (seconds)",
+           minimum=0),
+    Option("OCR_ERROR_MAX_AGE", "int", "60",
+           "Cache-Control max-age of a GET 4xx (unknown key), short so a CDN never pins it", minimum=0),
+    Option("OCR_LOCK_TTL_MS", "int", "30000", "single-flight lock lifetime; a crashed worker frees it by then",
+           minimum=100),
+    Option("OCR_LOCK_WAIT_S", "float", "15", "how long a duplicate upload waits for the leader", minimum=0),
+    # deployment: launcher, gunicorn, nginx ------------------------------------------------------
+    Option("OCR_VAR_DIR", "str", "var",
+           "where `make run` / `make stop` keep data, logs and pids (the tests point it at a temp dir)"),
+    Option("OCR_HTTP_PORT", "int", "8080", "nginx port (`make run`)", minimum=1, maximum=65535),
+    Option("OCR_ORIGIN_PORT", "int", "8000", "gunicorn port on 127.0.0.1 (`make run`, `ocr-origin serve`)",
+           minimum=1, maximum=65535),
+    Option("OCR_REDIS_PORT", "int", "6379",
+           "redis-server port on 127.0.0.1 (`make run`); also the port of the default `OCR_REDIS_URL`",
+           minimum=1, maximum=65535),
+    Option("OCR_BIND", "str", "127.0.0.1:{OCR_ORIGIN_PORT}", "gunicorn listen address",
+           readme_default="`127.0.0.1:${OCR_ORIGIN_PORT}`"),
+    Option("OCR_WORKERS", "int", _default_workers, "gunicorn worker processes",
+           readme_default="cores, at least 2", minimum=1),
+    Option("OCR_WORKER_TIMEOUT", "int", "120", "gunicorn worker timeout (seconds); nginx gives up at 120 s",
+           minimum=1),
+    Option("OCR_MAX_REQUESTS", "int", "5000", "requests before a gunicorn worker is recycled (0: never)",
+           minimum=0),
+    Option("OCR_MAX_REQUESTS_JITTER", "int", lambda env: str(OPTIONS["OCR_MAX_REQUESTS"].parse(env) // 4),
+           "random extra requests per worker, so workers sharing the load never recycle together",
+           readme_default="a quarter of `OCR_MAX_REQUESTS`", minimum=0),
+    Option("OCR_FORWARDED_ALLOW_IPS", "str", "127.0.0.1,::1",
+           "proxies whose X-Forwarded-* headers gunicorn trusts"),
+    Option("OCR_ACCESS_LOG", "str", "-", "gunicorn access log (`-`: stderr)"),
+    Option("OCR_ERROR_LOG", "str", "-", "gunicorn error log (`-`: stderr)"),
+    Option("OCR_NGINX_CACHE_MAX_SIZE", "str", "1g", "disk cap of nginx's results cache"),
+    Option("OCR_WSGI_APP", "str", "origin.wsgi:app", "WSGI app the launcher serves (only to debug the launcher)"),
+)
+OPTIONS: dict[str, Option] = {o.name: o for o in _OPTIONS}
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The parsed value of option `name` in `environ` (default: os.environ)."""
+    return OPTIONS[name].parse(os.environ if environ is None else environ)
 
 
 def load_secret(environ: Mapping[str, str]) -> bytes:
@@ -34,11 +170,12 @@ def load_secret(environ: Mapping[str, str]) -> bytes:
     Never generated here: every origin of a deployment must share one secret, or the same image
     would get a different key on each origin.
     """
-    if environ.get("OCR_SECRET"):
-        secret = environ["OCR_SECRET"].encode()
+    secret_env = get("OCR_SECRET", environ)
+    if secret_env:
+        secret = secret_env.encode()
         source = "OCR_SECRET"
     else:
-        path = Path(environ.get("OCR_SECRET_FILE") or "var/secret")
+        path = Path(get("OCR_SECRET_FILE", environ))
         try:
             secret = path.read_bytes().strip()
         except OSError as exc:
@@ -50,43 +187,62 @@ def load_secret(environ: Mapping[str, str]) -> bytes:
     return secret
 
 
+def _d(name: str) -> Any:
+    """A Settings field default: the option's default in an empty environment."""
+    return field(default=OPTIONS[name].parse({}))
+
+
 @dataclass(frozen=True)
 class Settings:
+    """What the origin app reads, parsed once by `from_env`; tests build it directly."""
     secret: bytes = field(repr=False)
-    redis_url: str = "redis://127.0.0.1:6379/0"       # "" disables the index (no dedup)
-    storage_url: str = "file://var/results"            # or s3://bucket/prefix
-    s3_endpoint_url: str | None = None                 # moto / SeaweedFS / MinIO; else AWS_ENDPOINT_URL
-    max_upload_bytes: int = 20 * 1024 * 1024           # nginx client_max_body_size uses the same value
-    max_pixels: int = 40_000_000                       # decompression-bomb limit
-    hamming_distance: int = 4                          # pHash candidate radius (cache/index.py)
-    model_path: str | None = None                      # None: ocr_core's shipped weights
-    torch_threads: int = 1                             # one intra-op thread per worker (NOTES §1)
-    detector_path: str | None = None                   # None: shipped photo detector; "off": none
-    log_level: str = "INFO"
-    result_max_age: int = 7 * 24 * 3600                # Cache-Control on immutable results
-    error_max_age: int = 60                            # short, so a CDN never pins a 404
-    lock_ttl_ms: int = 30_000                          # single flight: a crashed worker frees it by then
-    lock_wait_s: float = 15.0                          # how long a duplicate upload waits for the leader
-    max_candidates: int = 8                            # near-duplicate candidates verified per upload
+    redis_url: str = _d("OCR_REDIS_URL")
+    storage_url: str = _d("OCR_STORAGE_URL")
+    s3_endpoint_url: str | None = None
+    max_upload_bytes: int = _d("OCR_MAX_UPLOAD_BYTES")
+    max_pixels: int = _d("OCR_MAX_PIXELS")
+    hamming_distance: int = _d("OCR_HAMMING_DISTANCE")
+    model_path: str | None = None
+    torch_threads: int = _d("OCR_TORCH_THREADS")
+    detector_path: str | None = None
+    log_level: str = _d("OCR_LOG_LEVEL")
+    result_max_age: int = _d("OCR_RESULT_MAX_AGE")
+    error_max_age: int = _d("OCR_ERROR_MAX_AGE")
+    lock_ttl_ms: int = _d("OCR_LOCK_TTL_MS")
+    lock_wait_s: float = _d("OCR_LOCK_WAIT_S")
+    max_candidates: int = _d("OCR_MAX_CANDIDATES")
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_SECRET_BYTES:
             raise ConfigError(f"secret shorter than {MIN_SECRET_BYTES} bytes")
-        if not 0 <= self.hamming_distance <= MAX_RADIUS:
-            raise ConfigError(f"OCR_HAMMING_DISTANCE must be 0..{MAX_RADIUS}")
+        hamming = OPTIONS["OCR_HAMMING_DISTANCE"]
+        if not hamming.minimum <= self.hamming_distance <= hamming.maximum:  # type: ignore[operator]
+            raise ConfigError(f"OCR_HAMMING_DISTANCE must be {hamming.minimum:.0f}..{hamming.maximum:.0f}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         return cls(
             secret=load_secret(environ),
-            redis_url=environ.get("OCR_REDIS_URL", cls.redis_url).strip(),
-            storage_url=environ.get("OCR_STORAGE_URL") or cls.storage_url,
-            s3_endpoint_url=environ.get("OCR_S3_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL") or None,
-            max_upload_bytes=_int(environ, "OCR_MAX_UPLOAD_BYTES", cls.max_upload_bytes, minimum=1),
-            max_pixels=_int(environ, "OCR_MAX_PIXELS", cls.max_pixels, minimum=1),
-            hamming_distance=_int(environ, "OCR_HAMMING_DISTANCE", cls.hamming_distance, maximum=MAX_RADIUS),
-            model_path=environ.get("OCR_MODEL_PATH") or None,
-            torch_threads=_int(environ, "OCR_TORCH_THREADS", cls.torch_threads, minimum=1),
-            detector_path=environ.get("OCR_DETECTOR_PATH") or None,
-            log_level=(environ.get("OCR_LOG_LEVEL") or cls.log_level).upper(),
+            redis_url=get("OCR_REDIS_URL", environ),
+            storage_url=get("OCR_STORAGE_URL", environ),
+            s3_endpoint_url=get("OCR_S3_ENDPOINT_URL", environ),
+            max_upload_bytes=get("OCR_MAX_UPLOAD_BYTES", environ),
+            max_pixels=get("OCR_MAX_PIXELS", environ),
+            hamming_distance=get("OCR_HAMMING_DISTANCE", environ),
+            max_candidates=get("OCR_MAX_CANDIDATES", environ),
+            model_path=get("OCR_MODEL_PATH", environ),
+            torch_threads=get("OCR_TORCH_THREADS", environ),
+            detector_path=get("OCR_DETECTOR_PATH", environ),
+            log_level=get("OCR_LOG_LEVEL", environ).upper(),
+            result_max_age=get("OCR_RESULT_MAX_AGE", environ),
+            error_max_age=get("OCR_ERROR_MAX_AGE", environ),
+            lock_ttl_ms=get("OCR_LOCK_TTL_MS", environ),
+            lock_wait_s=get("OCR_LOCK_WAIT_S", environ),
         )
+
+
+def readme_table() -> str:
+    """The README "Configuration" table rows, generated from OPTIONS (tests compare them)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{o.name}` | {o.readme()} | {o.doc} |" for o in _OPTIONS]
+    return "\n".join(rows)

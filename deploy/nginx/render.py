@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import logging
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Mapping
 
 logger = logging.getLogger(__name__)
@@ -28,9 +30,34 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "nginx.conf.template"
 SNIPPETS = HERE / "snippets"
-DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # origin/settings.py default (OCR_MAX_UPLOAD_BYTES)
+SETTINGS_PY = HERE.parents[1] / "origin" / "settings.py"
 
 PLACEHOLDER = re.compile(r"\$\{(OCR_[A-Z0-9_]+)\}")
+
+
+def load_settings() -> ModuleType:
+    """origin/settings.py (the one declaration of every OCR_* option), loaded by path: importing
+    the `origin` package would pull Flask, and this runs before the venv exists."""
+    name = "ocr_origin_settings"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SETTINGS_PY)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while building classes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def load_units() -> ModuleType:
+    """origin/units.py (limits in words, standard library only), loaded by path like the settings."""
+    name = "ocr_origin_units"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SETTINGS_PY.with_name("units.py"))
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 class RenderError(Exception):
@@ -65,19 +92,26 @@ def values_for(
     *,
     listen: str = "8080",
     upstream: str = "127.0.0.1:8000",
-    max_upload_bytes: int | str = DEFAULT_MAX_UPLOAD_BYTES,
+    max_upload_bytes: int | str | None = None,
     log_dir: Path | None = None,
     cache_dir: Path | None = None,
-    cache_max_size: str = "1g",
+    cache_max_size: str | None = None,
     user: str | None = None,
 ) -> dict[str, str]:
-    """Placeholder values for an nginx instance whose files all live under `workdir`."""
+    """Placeholder values for an nginx instance whose files all live under `workdir`; limits left
+    None come from the environment through origin/settings.py."""
     workdir = Path(workdir).resolve()
+    settings = load_settings()
+    if max_upload_bytes is None:
+        max_upload_bytes = settings.get("OCR_MAX_UPLOAD_BYTES")
+    if cache_max_size is None:
+        cache_max_size = settings.get("OCR_NGINX_CACHE_MAX_SIZE")
     return {
         "OCR_NGINX_USER": user or default_user(),
         "OCR_NGINX_LISTEN": str(listen),
         "OCR_UPSTREAM": upstream,
         "OCR_MAX_UPLOAD_BYTES": str(int(max_upload_bytes)),
+        "OCR_MAX_UPLOAD_HUMAN": load_units().human_bytes(int(max_upload_bytes)),
         "OCR_NGINX_RUN_DIR": str(workdir / "run"),
         "OCR_NGINX_CACHE_DIR": str((cache_dir or workdir / "cache").resolve()),
         "OCR_NGINX_CACHE_MAX_SIZE": cache_max_size,
@@ -120,18 +154,17 @@ def nginx_test(conf: Path, nginx: str | None = None) -> subprocess.CompletedProc
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = os.environ
+    opt = load_settings().get
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("var/nginx/nginx.conf"),
                         help="rendered config path (default var/nginx/nginx.conf)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="nginx work dir for run/ and cache/ (default: the --out directory)")
-    parser.add_argument("--log-dir", type=Path, default=Path(env.get("OCR_NGINX_LOG_DIR", "var/log/nginx")))
-    parser.add_argument("--listen", default=env.get("OCR_HTTP_PORT", "8080"))
-    parser.add_argument("--upstream", default=env.get("OCR_UPSTREAM")
-                        or f"127.0.0.1:{env.get('OCR_ORIGIN_PORT', '8000')}")
-    parser.add_argument("--max-upload-bytes", default=env.get("OCR_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
-    parser.add_argument("--cache-max-size", default=env.get("OCR_NGINX_CACHE_MAX_SIZE", "1g"))
+    parser.add_argument("--log-dir", type=Path, default=Path(opt("OCR_VAR_DIR")) / "log" / "nginx")
+    parser.add_argument("--listen", default=str(opt("OCR_HTTP_PORT")))
+    parser.add_argument("--upstream", default=f"127.0.0.1:{opt('OCR_ORIGIN_PORT')}")
+    parser.add_argument("--max-upload-bytes", type=int, default=opt("OCR_MAX_UPLOAD_BYTES"))
+    parser.add_argument("--cache-max-size", default=opt("OCR_NGINX_CACHE_MAX_SIZE"))
     parser.add_argument("--check", action="store_true", help="run `nginx -t` on the result")
     args = parser.parse_args(argv)
 

@@ -212,3 +212,62 @@ def test_ports_in_use_are_refused_with_a_clear_message(new_launcher: Callable[..
     assert proc.returncode != 0
     assert "already in use" in proc.stderr and "OCR_HTTP_PORT" in proc.stderr
     assert not (launcher.var / "run" / "children.pids").exists()  # nothing was started
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def gunicorn_workers(master: int) -> list[int]:
+    """Live processes in the master's process group other than the master (its workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        if pid != master and int(fields[2]) == master and fields[0] != "Z":  # fields[2]: pgrp
+            found.append(pid)
+    return found
+
+
+def test_one_dead_child_is_restarted_and_nothing_else_stops(new_launcher: Callable[..., Launcher]) -> None:
+    """Issue 16 item 1: killing redis-server or the gunicorn master stopped nginx too, so even
+    cached results were gone; gunicorn's orphaned workers served on for ~100 s."""
+    launcher = new_launcher(app=STUB_APP)
+    launcher.start()
+    assert launcher.proc is not None
+    path = "/results/launcher-cached"
+    assert requests.get(launcher.url + path, timeout=10).status_code == 200  # now in nginx's cache
+    children = launcher.children()
+
+    os.kill(children["redis-server"], signal.SIGKILL)
+    time.sleep(1.5)
+    assert launcher.proc.poll() is None, launcher.log()
+    assert alive(children["nginx"]) and alive(children["gunicorn"])
+    assert requests.get(launcher.url + "/healthz", timeout=10).status_code == 200
+    assert wait_until(lambda: launcher.children()["redis-server"] != children["redis-server"]
+                      and listening(launcher.ports["OCR_REDIS_PORT"]), 30), launcher.log()
+
+    workers = gunicorn_workers(children["gunicorn"])
+    assert workers
+    os.kill(children["gunicorn"], signal.SIGKILL)
+    # its workers follow it at once (no orphan keeps the port and serves unseen by `make stop`)
+    assert wait_until(lambda: not any(alive(w) for w in workers), 10), workers
+    cached = requests.get(launcher.url + path, timeout=10)
+    assert cached.status_code == 200 and cached.headers["X-Cache-Status"] in ("HIT", "STALE")
+    assert launcher.proc.poll() is None and alive(children["nginx"])
+    assert wait_until(lambda: launcher.children()["gunicorn"] != children["gunicorn"], 30), launcher.log()
+    assert wait_until(lambda: requests.get(launcher.url + "/healthz", timeout=10).status_code == 200, 60)
+
+    after = launcher.children()
+    stop = launcher.stop_command()
+    out, _ = stop.communicate(timeout=60)
+    assert stop.returncode == 0, out
+    assert_all_stopped(launcher, after)

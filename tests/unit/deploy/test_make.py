@@ -52,7 +52,7 @@ def test_render_check_fails_on_an_invalid_config(tmp_path: Path) -> None:
 
 def test_nginx_body_limit_default_is_the_origins() -> None:
     render = load_nginx_render()
-    assert render.DEFAULT_MAX_UPLOAD_BYTES == Settings.max_upload_bytes
+    assert render.values_for(Path("/tmp/x"))["OCR_MAX_UPLOAD_BYTES"] == str(Settings.max_upload_bytes)
     values = render.values_for(Path("/tmp/x"), max_upload_bytes=12345)
     assert "client_max_body_size 12345;" in render.render(values)
 

@@ -88,3 +88,16 @@ def app(settings: Settings, predictor: CountingPredictor):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def app_factory(settings: Settings, predictor: CountingPredictor):
+    """Build an app whose settings differ from the `settings` fixture by `overrides`."""
+    import dataclasses
+
+    def make(**overrides: Any):
+        app = create_app(dataclasses.replace(settings, **overrides), predictor=predictor)
+        app.config["TESTING"] = True
+        return app
+
+    return make

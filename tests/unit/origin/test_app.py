@@ -12,7 +12,7 @@ from origin.settings import Settings
 from .helpers import page, png, upload
 
 RESULT_FIELDS = {"key", "text", "lines", "phash", "sha256", "width", "height", "model", "finder",
-                 "elapsed_ms", "created_at"}
+                 "rotation", "elapsed_ms", "created_at"}
 
 
 def test_upload_redirects_then_result_served(client, predictor) -> None:
@@ -37,8 +37,13 @@ def test_upload_redirects_then_result_served(client, predictor) -> None:
     assert set(doc["model"]) >= {"name", "version"}
     assert doc["finder"] in {"classical", "learned"}
     assert re.fullmatch(r"[0-9a-f]{16}", doc["phash"]) and re.fullmatch(r"[0-9a-f]{64}", doc["sha256"])
+    assert doc["rotation"] == 0
+    assert doc["lines"]
     for line in doc["lines"]:
-        assert set(line) >= {"text", "confidence", "box"} and len(line["box"]) == 4
+        assert set(line) >= {"text", "confidence", "box", "words"} and len(line["box"]) == 4
+        # the stored words are the line's words, each with its box
+        assert " ".join(w["text"] for w in line["words"]) == line["text"]
+        assert all(len(w["box"]) == 4 and len(w["polygon"]) == 4 for w in line["words"])
 
     thumb = client.get(f"{location}/thumbnail.jpg")
     assert thumb.status_code == 200 and thumb.headers["Content-Type"] == "image/jpeg"
@@ -169,7 +174,7 @@ def test_request_id_echoed_or_generated(client) -> None:
 
 def test_index_page(client) -> None:
     resp = client.get("/")
-    assert resp.status_code == 200 and b'name="image"' in resp.data and b"/ocr?format=json" in resp.data
+    assert resp.status_code == 200 and b'name="image"' in resp.data and b'action="/ocr"' in resp.data
 
 
 def test_settings_from_env(tmp_path) -> None:

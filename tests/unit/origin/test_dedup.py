@@ -13,6 +13,7 @@ from cache import verify
 from cache.__main__ import main as cache_main
 from cache.fingerprint import phash64
 from cache.index import RedisResultIndex
+from origin.backends import LockState
 from cache.keys import model_namespace
 from cache.store import FileResultStore, S3ResultStore
 from origin import create_app
@@ -166,7 +167,8 @@ def test_stale_lock_of_crashed_worker_does_not_block(app, predictor, settings) -
 
     data = png(page("crashed leader"))
     digest = pixel_digest(decode_image(data, max_pixels=10**7).image)
-    assert svc.index.try_lock(svc.namespace, digest, ttl_ms=300)  # a "crashed" holder, never released
+    held = svc.index.try_lock(svc.namespace, digest, ttl_ms=300)  # a "crashed" holder, never released
+    assert held.state is LockState.ACQUIRED
     resp = upload(app.test_client(), data)
     assert resp.status_code == 303 and resp.headers["X-OCR-Cache"] == "MISS"
     assert predictor.calls == 1
@@ -313,7 +315,7 @@ def test_redis_stopped_mid_upload_then_restarted_and_reindexed(settings, predict
         server.stop()
 
 
-def test_foreign_or_malformed_index_entries_never_reach_storage(app, predictor, monkeypatch) -> None:
+def test_foreign_or_malformed_index_entries_never_reach_storage(app, predictor, monkeypatch, caplog) -> None:
     """Redis is not trusted: an entry with a malformed key or another model's key is skipped
     before any storage access, and the upload is recognised normally."""
     svc = app.extensions["ocr"]
@@ -327,7 +329,10 @@ def test_foreign_or_malformed_index_entries_never_reach_storage(app, predictor, 
     monkeypatch.setattr(svc.store, "get", lambda key, name: asked.append(key) or real_get(key, name))
     resp = upload(app.test_client(), png(img))
     assert resp.status_code == 303 and resp.headers["X-OCR-Cache"] == "MISS"
-    assert all(k.startswith(svc.namespace) and len(k) == 32 for k in asked), asked
+    # both poisoned entries were candidates (so the check below is not vacuous) and were refused
+    ignored = [r.getMessage() for r in caplog.records if "candidate ignored" in r.getMessage()]
+    assert len(ignored) == 2, ignored
+    assert not [k for k in asked if not (k.startswith(svc.namespace) and len(k) == 32)], asked
     assert predictor.calls == 1
 
 

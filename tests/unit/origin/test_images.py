@@ -12,6 +12,7 @@ from origin.errors import CorruptImage, EmptyUpload, ImageTooLarge, UnsupportedI
 from origin.images import decode_image
 from tests.unit.cache.corpus import encode, with_exif
 
+from . import crafted
 from .helpers import page, png, upload
 
 
@@ -114,3 +115,15 @@ def test_upload_size_limit(client, settings) -> None:
             b"Content-Type: image/png\r\n\r\n" + big + b"\r\n--XyZ--\r\n")
     resp = client.post("/ocr", data=body, content_type="multipart/form-data; boundary=XyZ")
     assert resp.status_code == 413 and resp.is_json
+
+
+@pytest.mark.parametrize("make", [crafted.jpeg_orientation_float_model, crafted.tiff_rational_strip_offsets])
+def test_mistyped_tags_are_corrupt_not_500(client, predictor, make) -> None:
+    """Any exception from Pillow is the upload's fault: a 4xx, never an unhandled 500."""
+    data = make()
+    with pytest.raises(CorruptImage):
+        decode_image(data, max_pixels=10**6)
+    resp = upload(client, data)
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.get_json()["error"]["code"] == "corrupt_image"
+    assert predictor.calls == 0
