@@ -156,15 +156,16 @@ def start_stack(stack: ExitStack, workers: int) -> tuple[str, str]:
     """redis-server + gunicorn origin.wsgi:app (file storage) + nginx, all in a temp dir."""
     import secrets
 
-    from tests.servers import NginxServer, OriginServer, RedisServer
+    from tests.servers import NginxServer, OriginServer, RedisServer, WorkerProcess
 
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ocr-bench-")))
     redis = RedisServer(tmp / "redis").start()
     stack.callback(redis.stop)
-    origin = OriginServer(tmp / "origin", {
-        "OCR_REDIS_URL": redis.url, "OCR_STORAGE_URL": f"file://{tmp / 'results'}",
-        "OCR_SECRET": secrets.token_hex(32), "OCR_LOG_LEVEL": "WARNING",
-    }, workers=workers, ready_path="/readyz").start()
+    env = {"OCR_REDIS_URL": redis.url, "OCR_STORAGE_URL": f"file://{tmp / 'results'}",
+           "OCR_SECRET": secrets.token_hex(32), "OCR_LOG_LEVEL": "WARNING"}
+    worker = WorkerProcess(tmp / "worker", env, name="load-bench-worker").start()  # recognition
+    stack.callback(worker.stop)
+    origin = OriginServer(tmp / "origin", env, workers=workers, ready_path="/readyz").start()
     stack.callback(origin.stop)
     nginx = NginxServer(tmp / "nginx", upstream=origin.address).start()
     stack.callback(nginx.stop)

@@ -1,4 +1,4 @@
-"""Near-duplicate index in Redis: multi-index hashing over 64-bit pHashes, plus single flight.
+"""Near-duplicate index in Redis: multi-index hashing over 64-bit pHashes.
 
 Multi-index hashing (Norouzi et al., CVPR 2012): split the 64-bit hash into m bands. If two hashes
 are within Hamming distance d, their m bands differ in d bits in total, so (pigeonhole) at least
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -106,15 +105,6 @@ end
 return out
 """
 
-# KEYS[1]: lock key. ARGV[1]: the token that SET NX wrote. Deletes only our own lock.
-_UNLOCK_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
 @dataclass(frozen=True)
 class Candidate:
     key: str
@@ -128,13 +118,6 @@ class ResultIndex(Protocol):
     def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0) -> list[Candidate]: ...
     def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None: ...
     def ping(self) -> None: ...
-
-
-class Locker(Protocol):
-    """Short-lived named locks for single flight. Raises IndexUnavailable when down."""
-
-    def try_lock(self, namespace: str, digest: str, *, ttl_ms: int) -> str | None: ...
-    def unlock(self, namespace: str, digest: str, token: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -243,7 +226,8 @@ def make_client(url: str) -> redis.Redis:
 
 
 class RedisResultIndex:
-    """`ResultIndex` and `Locker` on one Redis connection pool."""
+    """`ResultIndex` on one Redis connection pool. (Single flight is the job queue's now: one
+    RQ job per result key, origin/jobs.py.)"""
 
     def __init__(self, client: redis.Redis, *, radius: int = 4, breaker_cooldown: float = 2.0,
                  max_keys_per_phash: int = MAX_KEYS_PER_PHASH) -> None:
@@ -254,7 +238,6 @@ class RedisResultIndex:
         self.max_keys_per_phash = max_keys_per_phash
         self.breaker = CircuitBreaker(breaker_cooldown)
         self._filter = client.register_script(_FILTER_LUA)
-        self._unlock = client.register_script(_UNLOCK_LUA)
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> "RedisResultIndex":
@@ -371,15 +354,3 @@ class RedisResultIndex:
 
     def ping(self) -> None:
         self._call("ping", self.client.ping)
-
-    # Locker --------------------------------------------------------------------------------
-    def try_lock(self, namespace: str, digest: str, *, ttl_ms: int) -> str | None:
-        """Take the single-flight lock for a content digest; the token, or None if held."""
-        token = secrets.token_hex(16)
-        ok = self._call("lock", lambda: self.client.set(redis_keys.lock(namespace, digest), token,
-                                                       nx=True, px=ttl_ms))
-        return token if ok else None
-
-    def unlock(self, namespace: str, digest: str, token: str) -> None:
-        """Release our lock (compare-and-delete: never someone else's after our TTL ran out)."""
-        self._call("unlock", lambda: self._unlock(keys=[redis_keys.lock(namespace, digest)], args=[token]))

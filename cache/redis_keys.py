@@ -3,7 +3,8 @@
 All keys start with `ocr:v2:`; bump the version segment when a format below changes, so an old
 index is ignored (and can be rebuilt with `python -m cache reindex`) instead of misread.
 v1 (before the index had its fixed 3-band layout) used `ocr:v1:band:{ns}:{d}:{i}:{value}` with
-5 bands of 13 bits; `clear()` still removes those keys.
+5 bands of 13 bits; `clear()` still removes those keys. Before recognition moved to the queue,
+`ocr:v2:lock:{ns}:{pixel_digest}` held single-flight tokens; they expired after 30 s.
 
     ocr:v2:b:{ns}:{i}:{value}          SET of ints   multi-index band i (0..2, cache/index.py):
                                                      pHashes whose band i equals value, stored as
@@ -13,7 +14,14 @@ v1 (before the index had its fixed 3-band layout) used `ocr:v1:band:{ns}:{d}:{i}
                                                      at 10^7 results.
     ocr:v2:ph:{ns}:{phash16}           ZSET          result keys with that pHash, score = created
                                                      unix time (newest first on lookup)
-    ocr:v2:lock:{ns}:{pixel_digest}    STRING        single-flight token, SET NX PX
+    ocr:v2:model:{queue}               STRING        JSON {name, version, namespace} of the model the
+                                                     workers of that queue run, written by each
+                                                     worker at start; the origins derive keys with it
+    ocr:v2:batch:{id}                  STRING        JSON of a batch: its items' names and keys
+
+The recognition queue itself is RQ's (origin/jobs.py): RQ keeps its keys under `rq:` (the queue
+list `rq:queue:{queue}`, jobs `rq:job:{key}`, registries, results, workers). Their layout is RQ's
+and versioned by RQ; the job id is our result key, so it changes with the model namespace.
 """
 from __future__ import annotations
 
@@ -29,10 +37,14 @@ def phash_members(ns: str, phash_hex: str) -> str:
     return f"{PREFIX}ph:{ns}:{phash_hex}"
 
 
-def lock(ns: str, pixel_digest: str) -> str:
-    return f"{PREFIX}lock:{ns}:{pixel_digest}"
+def model_identity(queue: str) -> str:
+    return f"{PREFIX}model:{queue}"
+
+
+def batch(batch_id: str) -> str:
+    return f"{PREFIX}batch:{batch_id}"
 
 
 def index_patterns() -> tuple[str, ...]:
-    """SCAN patterns of every index key (bands and pHash members, older layouts too), not locks."""
+    """SCAN patterns of every index key (bands and pHash members, older layouts too)."""
     return (f"{PREFIX}b:*", f"{PREFIX}ph:*") + _LEGACY_INDEX_PATTERNS

@@ -32,22 +32,22 @@ _opt = _settings().get
 
 # Where to listen; make run/serve pass --bind, docker-compose relies on this default.
 bind = _opt("OCR_BIND")
-# Sync workers: recognition is CPU-bound, one request per process, torch at 1 intra-op thread
-# (OCR_TORCH_THREADS=1) — docs/architecture.md: spinning OpenMP threads collapse under load.
-# Default: one worker per core (at least 2 so a slow upload never blocks /results/ misses).
+# Threaded workers: the origin no longer runs the model (queue workers do, origin/worker.py); a
+# request mostly waits on Redis, S3 or its job (up to OCR_SYNC_WAIT_S), so each process serves
+# OCR_WEB_THREADS requests at once and /healthz and result GETs keep answering while uploads wait.
 workers = _opt("OCR_WORKERS")
-worker_class = "sync"
-# A large page plus a single-flight wait may take tens of seconds; nginx gives up at 120 s.
+worker_class = "gthread"
+threads = _opt("OCR_WEB_THREADS")
+# An upload waits for its job at most OCR_SYNC_WAIT_S (then 202); this only catches a hang.
 timeout = _opt("OCR_WORKER_TIMEOUT")
 graceful_timeout = 30
-# nginx in front keeps no connections to sync workers (they always close); keep it small.
+# Idle keep-alive connections from nginx are closed after this many seconds.
 keepalive = 2
 # Recycle workers now and then to bound slow leaks. The jitter spreads recycling: two workers
-# sharing the load reach max_requests together, and restarting both in the same second left
-# ~6 s without a ready worker (model load).
+# sharing the load reach max_requests together and would restart in the same second.
 max_requests = _opt("OCR_MAX_REQUESTS")
 max_requests_jitter = _opt("OCR_MAX_REQUESTS_JITTER")
-# Each worker loads the model itself after fork: torch's thread pools do not survive fork well.
+# Each worker builds its app after fork (connection pools are per process).
 preload_app = False
 # gunicorn >= 24 opens a control socket at one fixed path per user (~/.gunicorn/gunicorn.ctl):
 # several masters on one host (make run + tests + bench) would fight over it. Not used here.

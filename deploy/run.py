@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Start redis-server, the gunicorn origin and nginx for `make run`; stop them all together.
+"""Start redis-server, the recognition workers, the gunicorn origin and nginx for `make run`;
+stop them all together.
 
     python deploy/run.py          # foreground; Ctrl-C (or `make stop`) stops everything
     python deploy/run.py stop     # from another shell: ask the running launcher to stop
 
 Children run in their own sessions so that Ctrl-C reaches only this launcher, which then stops
-them in order (nginx first so no new requests arrive, then gunicorn, then redis, which saves).
+them in order (nginx first so no new requests arrive, then gunicorn, then the recognition
+workers, which finish their current job, then redis, which saves). OCR_RECOGNITION_WORKERS sets
+how many `ocr-origin worker` processes run (default one per core; 0 for none).
 A child that dies is restarted (with growing pauses while it keeps dying) and the others keep
 running: a dead Redis only turns dedup off, and a dead origin leaves nginx serving cached
 results; stopping everything would turn one failure into a total outage. Standard library
@@ -14,6 +17,7 @@ only; run it with the project's venv python (gunicorn is imported from there).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import secrets
@@ -48,6 +52,7 @@ LAUNCHER_PID = RUN_DIR / "launcher.pid"
 CHILD_PIDS = RUN_DIR / "children.pids"  # "name pid" lines, for `stop` when the launcher is gone
 # gunicorn's own messages and the origin's structured log lines (`request_id=...`).
 ORIGIN_LOG = VAR / "log/origin/origin.log"
+WORKER_LOG = VAR / "log/origin/worker.log"  # the recognition workers (model load, jobs)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -88,6 +93,7 @@ def prepare_var() -> None:
     prom.mkdir()
 
 
+NO_PORT = 0  # a child that listens on no port (recognition workers): nothing to wait for
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n; a child that stays up
 STABLE_AFTER = 60.0                            # this long is forgiven its earlier deaths
 
@@ -130,6 +136,8 @@ class Launcher:
         self.origin_port: int = SETTINGS.get("OCR_ORIGIN_PORT")
         self.http_port: int = SETTINGS.get("OCR_HTTP_PORT")
         self.workers: int = SETTINGS.get("OCR_WORKERS")
+        # Recognition runs in these (one model and one torch thread each): one per core.
+        self.recognition_workers: int = SETTINGS.get("OCR_RECOGNITION_WORKERS")
         self.children: list[Child] = []
         self.stopping = False
 
@@ -197,6 +205,12 @@ class Launcher:
         ], signal.SIGTERM, self.redis_port)
         self._wait_port(self.redis_port, redis, "redis-server", 15)
 
+        for n in range(self.recognition_workers):
+            # `worker` in the command line lets `stop` recognise the pid as ours.
+            self.spawn("worker", [sys.executable, "-m", "origin.cli", "worker",
+                                  "--name", f"{socket.gethostname()}-{os.getpid()}-worker-{n + 1}"],
+                       signal.SIGTERM, NO_PORT, env=self.origin_env(), log=WORKER_LOG)
+
         gunicorn = self.spawn("gunicorn", [
             sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py"),
             SETTINGS.get("OCR_WSGI_APP"),  # override only to debug the launcher
@@ -209,6 +223,8 @@ class Launcher:
         except RuntimeError as exc:
             raise RuntimeError(f"origin (gunicorn origin.wsgi:app): {exc}; last lines of "
                                f"{ORIGIN_LOG}:\n{tail(ORIGIN_LOG)}") from None
+        if self.recognition_workers:
+            self.wait_workers(300)
 
         render = RENDER
         nginx_dir = VAR / "nginx"
@@ -226,6 +242,25 @@ class Launcher:
                     "Ctrl-C or `make stop` stops all", self.http_port, self.origin_port, self.redis_port)
         logger.info("logs: %s (origin), %s (nginx, JSON lines), %s", ORIGIN_LOG,
                     VAR / "log/nginx/access.log", VAR / "log/redis.log")
+
+    def wait_workers(self, timeout: float) -> None:
+        """Until a worker has loaded the model and announced it (the origin's /readyz says so):
+        uploads before that would get 503."""
+        url = f"http://127.0.0.1:{self.origin_port}/readyz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for child in self.children:
+                if child.name == "worker" and child.proc is not None and child.proc.poll() is not None:
+                    raise RuntimeError(f"a recognition worker exited with {child.proc.returncode} while "
+                                       f"starting; last lines of {WORKER_LOG}:\n{tail(WORKER_LOG)}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if str(json.load(resp).get("checks", {}).get("model", "")).startswith("ok"):
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"no recognition worker ready after {timeout:.0f}s; see {WORKER_LOG}")
 
     def _wait_port(self, port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -253,7 +288,7 @@ class Launcher:
                     logger.error("%s exited with %s; restarting it in %.0f s (the others keep running)",
                                  child.name, proc.returncode, delay)
                 elif child.restart_at is not None and now >= child.restart_at:
-                    if port_in_use(child.port):
+                    if child.port != NO_PORT and port_in_use(child.port):
                         child.restart_at = now + 1.0  # something still holds the port: wait
                         continue
                     child.restart_at = None

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from ocr_core.detector_model import DBNet, load_dbnet
+from ocr_core.detector_graph import load_any
 from ocr_core.lines import PAD_FRACTION, TextLine, _row_groups
 
 logger = logging.getLogger(__name__)
@@ -58,18 +58,21 @@ class DetectedLine:
 class TextDetector:
     """A loaded DBNet; build once per process and reuse."""
 
-    def __init__(self, model: DBNet, *, max_side: int = MAX_SIDE) -> None:
+    def __init__(self, model: torch.nn.Module, *, max_side: int = MAX_SIDE, scaled_pm1: bool = False) -> None:
         self.model = model
         self.max_side = max_side
+        # How the weights were trained to see pixels: PP-OCRv3's DBNet ImageNet-normalised BGR,
+        # PP-OCRv6's detector BGR scaled to [-1, 1] (its weights file says "input": "bgr-pm1").
+        self.to_input = detector_input_pm1 if scaled_pm1 else detector_input
 
     @classmethod
     def load(cls, weights: str | Path | bytes | None = None, **kwargs) -> "TextDetector":
         """From a path (the shipped weights by default) or a weights file's bytes."""
         t0 = time.perf_counter()
         source = weights if isinstance(weights, bytes) else str(weights or DEFAULT_DETECTOR_WEIGHTS)
-        model, meta = load_dbnet(source)
+        model, meta = load_any(source)
         logger.info("detector loaded version=%s ms=%.0f", meta.get("version"), (time.perf_counter() - t0) * 1e3)
-        return cls(model, **kwargs)
+        return cls(model, scaled_pm1=meta.get("input") == "bgr-pm1", **kwargs)
 
     def probability_map(self, rgb: np.ndarray) -> tuple[np.ndarray, float, float]:
         """H x W x 3 RGB uint8 → probability map at detector scale and the x/y scale back to the image."""
@@ -79,7 +82,7 @@ class TextDetector:
         rw = max(32, int(round(w * ratio / 32)) * 32)
         img = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR)
         with torch.inference_mode():
-            prob = self.model(torch.from_numpy(detector_input(img)))[0, 0].numpy()   # rh x rw
+            prob = self.model(torch.from_numpy(self.to_input(img)))[0, 0].numpy()   # rh x rw
         return prob, w / rw, h / rh
 
     def detect(self, rgb: np.ndarray) -> list[DetectedLine]:
@@ -118,6 +121,12 @@ class TextDetector:
 def detector_input(rgb: np.ndarray) -> np.ndarray:
     """H x W x 3 RGB uint8 (sides multiples of 32) → 1 x 3 x H x W float32, BGR, ImageNet-normalised."""
     x = (rgb[:, :, ::-1].astype(np.float32) / 255.0 - _MEAN) / _STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
+
+
+def detector_input_pm1(rgb: np.ndarray) -> np.ndarray:
+    """H x W x 3 RGB uint8 → 1 x 3 x H x W float32, BGR scaled to [-1, 1] (PP-OCRv6's detector)."""
+    x = rgb[:, :, ::-1].astype(np.float32) / 127.5 - 1.0
     return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
 
 

@@ -37,6 +37,10 @@ FINDERS = ("auto", "classical", "learned")
 UPRIGHT_CONFIDENCE = 0.85
 FLIP_SAMPLE_LINES = 4
 FLIP_MARGIN = 0.1
+# On an upright page, a line reading under this mean character confidence is also read turned by
+# 180 degrees (a label upside down on the page); texture the finder took for text reads under it
+# both ways and costs one more recognition of its crop.
+LINE_FLIP_CONFIDENCE = 0.75
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ class Predictor:
         h, w = rgb.shape[:2]
         timings: dict[str, float] = {}
         rotation = 0
+        flipped: set[int] = set()     # lines read turned by 180 degrees on an upright page
         if single_line:
             finder = "single-line"
             lines: list[TextLine] = [whole_image_line(rgb)]
@@ -215,14 +220,16 @@ class Predictor:
                 if rotation in (90, 270) and _unsure(decoded):
                     # The glyph geometry said "turned", yet neither quarter reads well (texture
                     # on a photo can mislead it): keep the page as uploaded if that reads surer.
-                    as_uploaded = self._read_page(rgb, finder, timings)
+                    as_uploaded = self._read_page(rgb, finder, timings, found=found)
                     if _mean_char_confidence(as_uploaded[2]) > _mean_char_confidence(decoded):
                         rotation = 0
                         lines, crops, decoded = as_uploaded
+            if orient:
+                flipped = self._flip_upside_down_lines(crops, decoded, timings)
         t_end = time.perf_counter()
         back = to_upload(rotation, w, h)
         out: list[OcrLine] = []
-        for ln, crop, d in zip(lines, crops, decoded):
+        for i, (ln, crop, d) in enumerate(zip(lines, crops, decoded)):
             text = d.text.strip()
             if not text:
                 continue
@@ -230,11 +237,18 @@ class Predictor:
                 continue
             to_view = (np.array(ln.to_image).reshape(3, 3) if ln.to_image is not None
                        else translation(ln.box[0], ln.box[1]))
+            ln_polygon = ln.polygon
+            if i in flipped:
+                # read turned by 180 degrees: the crop's (x, y) was (w - x, h - y), and the text's
+                # top-left corner is the box's bottom-right
+                ch, cw = crop.shape[:2]
+                to_view = to_view @ np.array([[-1, 0, cw], [0, -1, ch], [0, 0, 1]], np.float64)
+                ln_polygon = ln.polygon[2:] + ln.polygon[:2]
             words = word_boxes(d.text, d.char_confidences, d.char_steps, d.num_steps, crop, back @ to_view)
             if rotation:
-                polygon, box = polygon_and_box(apply(back, np.array(ln.polygon, np.float64)))
+                polygon, box = polygon_and_box(apply(back, np.array(ln_polygon, np.float64)))
             else:
-                polygon, box = ln.polygon, ln.box
+                polygon, box = ln_polygon, ln.box
             out.append(OcrLine(text=text, confidence=d.confidence, box=box, polygon=polygon,
                                char_confidences=d.char_confidences, words=tuple(words),
                                visual_row=ln.visual_row, cell=ln.cell))
@@ -261,6 +275,27 @@ class Predictor:
         timings["lines"] = timings.get("lines", 0.0) + (t_rec - t_lines) * 1e3
         timings["recognize"] = timings.get("recognize", 0.0) + (t_end - t_rec) * 1e3
         return lines, crops, decoded
+
+    def _flip_upside_down_lines(self, crops: list[np.ndarray], decoded: list,
+                                timings: dict[str, float]) -> set[int]:
+        """Lines upside down on an upright page (a label stuck on the wrong way): each line that
+        reads unsure is read again turned by 180 degrees and kept turned when that reads clearly
+        surer and confident. Replaces those crops and readings in place; returns their indices."""
+        t0 = time.perf_counter()
+        unsure = [i for i, d in enumerate(decoded)
+                  if d.char_confidences and _mean_char_confidence([d]) < LINE_FLIP_CONFIDENCE]
+        if not unsure:
+            return set()
+        turned = [np.ascontiguousarray(crops[i][::-1, ::-1]) for i in unsure]
+        again = self.recognize(turned)
+        flipped = set()
+        for i, crop, d in zip(unsure, turned, again):
+            conf = _mean_char_confidence([d])
+            if conf >= UPRIGHT_CONFIDENCE and conf > _mean_char_confidence([decoded[i]]) + FLIP_MARGIN:
+                crops[i], decoded[i] = crop, d
+                flipped.add(i)
+        timings["orientation"] = timings.get("orientation", 0.0) + (time.perf_counter() - t0) * 1e3
+        return flipped
 
     def _reads_better_flipped(self, crops: list[np.ndarray], decoded: list) -> bool:
         """Read the page's longest lines turned by 180 degrees: do they read clearly surer?"""

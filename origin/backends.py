@@ -1,20 +1,18 @@
 """The upload flow's view of Redis and storage: failures translated and counted in one place.
 
-    DegradingIndex  Redis is optional: every failure is logged, counted and answered with the
-                    degraded value (no candidates, lock `UNAVAILABLE`, nothing recorded), so the
-                    flow never sees an IndexUnavailable. No Redis configured = always degraded.
+    DegradingIndex  Redis is optional for dedup: every failure is logged, counted and answered
+                    with the degraded value (no candidates, nothing recorded), so the flow never
+                    sees an IndexUnavailable. No Redis configured = always degraded. (Single
+                    flight is the job queue's: one RQ job per result key, origin/jobs.py.)
     ResultFiles     storage is the source of truth: a StorageUnavailable becomes the 503
                     StorageDown every caller would have raised, counted per operation.
 """
 from __future__ import annotations
 
-import enum
 import logging
-from dataclasses import dataclass
-from typing import Protocol
 
 from cache.errors import IndexUnavailable, StorageUnavailable
-from cache.index import Candidate, Locker, ResultIndex
+from cache.index import Candidate, ResultIndex
 from cache.store import ResultStore
 
 from . import metrics
@@ -23,20 +21,7 @@ from .errors import StorageDown
 logger = logging.getLogger(__name__)
 
 
-class RedisIndex(ResultIndex, Locker, Protocol):
-    """The index and the single-flight locks (RedisResultIndex provides both)."""
-
-
-class LockState(enum.Enum):
-    ACQUIRED = "acquired"        # we lead: recognise, then unlock with the token
-    HELD = "held"                # another worker leads: wait for its result
-    UNAVAILABLE = "unavailable"  # no Redis: nobody can coordinate, recognise without waiting
-
-
-@dataclass(frozen=True)
-class Lock:
-    state: LockState
-    token: str | None = None     # set when ACQUIRED
+RedisIndex = ResultIndex  # the near-duplicate index (RedisResultIndex provides it)
 
 
 class DegradingIndex:
@@ -78,24 +63,6 @@ class DegradingIndex:
             self.inner.record(namespace, key, phash, created_at=created_at)
         except IndexUnavailable as exc:
             self._failed("record", exc)  # `ocr-origin reindex` restores it from storage
-
-    def try_lock(self, namespace: str, digest: str, *, ttl_ms: int) -> Lock:
-        if self.inner is None:
-            return Lock(LockState.UNAVAILABLE)
-        try:
-            token = self.inner.try_lock(namespace, digest, ttl_ms=ttl_ms)
-        except IndexUnavailable as exc:
-            self._failed("lock", exc)
-            return Lock(LockState.UNAVAILABLE)
-        return Lock(LockState.HELD) if token is None else Lock(LockState.ACQUIRED, token)
-
-    def unlock(self, namespace: str, digest: str, lock: Lock) -> None:
-        if self.inner is None or lock.token is None:
-            return
-        try:
-            self.inner.unlock(namespace, digest, lock.token)
-        except IndexUnavailable as exc:
-            self._failed("unlock", exc)  # the lock expires after its TTL
 
 
 class ResultFiles:

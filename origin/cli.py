@@ -1,6 +1,7 @@
-"""The `ocr-origin` console script: serve | cachestats | doctor | reindex.
+"""The `ocr-origin` console script: serve | worker | cachestats | doctor | reindex.
 
     ocr-origin serve [--bind 127.0.0.1:8000] [--workers N] [-- GUNICORN_ARGS...]
+    ocr-origin worker [--burst] [--name NAME]     (one recognition worker process)
     ocr-origin cachestats [--json] [--since 24h] [--bucket 1h] [--plot out.png] ACCESS_LOG...
     ocr-origin doctor [--json] [--no-model-load] [--nginx-conf PATH] [--skip CHECK]
     ocr-origin reindex [--clear] ...          (same as `python -m cache reindex`)
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app", default="origin.wsgi:app", help=argparse.SUPPRESS)
     p.add_argument("--keep-metrics", action="store_true", help="do not clear PROMETHEUS_MULTIPROC_DIR")
 
+    p = sub.add_parser("worker", help="run one recognition worker (loads the model, takes jobs from the queue)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--name", help="worker name, unique per queue (default: HOSTNAME.PID)")
+
     from . import cachestats  # light: stdlib only at import time (matplotlib only for --plot)
 
     cachestats.build_parser(sub.add_parser("cachestats", help="hit ratio and latency from nginx's access log"))
@@ -99,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args, extra)
+    if args.command == "worker":
+        from .logs import configure_logging
+        from .settings import Settings
+        from .worker import run_worker
+
+        conf = Settings.from_env()
+        configure_logging(conf.log_level)
+        import socket
+
+        return run_worker(conf, burst=args.burst, name=args.name or f"{socket.gethostname()}.{os.getpid()}")
     if args.command == "cachestats":
         from . import cachestats
 

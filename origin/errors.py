@@ -11,7 +11,9 @@
     ├── UnsupportedImage (415 unsupported_image)
     └── ServiceUnavailable (503 unavailable)
         ├── StorageDown (503 storage_unavailable)
-        └── ModelUnavailable (503 model_unavailable)
+        ├── ModelUnavailable (503 model_unavailable)
+        ├── QueueUnavailable (503 queue_unavailable, Retry-After)
+        └── RecognitionFailed (503 recognition_failed, Retry-After: the next upload retries)
 
 Bad input is always a 4xx: nothing a client uploads can produce a 500.
 """
@@ -29,6 +31,7 @@ class OriginError(Exception):
     """Base of the errors the origin turns into JSON responses."""
     status = 500
     code = "internal_error"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.__doc__ or self.code)
@@ -90,6 +93,18 @@ class ModelUnavailable(ServiceUnavailable):
     status, code = 503, "model_unavailable"
 
 
+class QueueUnavailable(ServiceUnavailable):
+    """Recognition is unavailable (the job queue cannot be reached); cached results still are."""
+    status, code = 503, "queue_unavailable"
+    retry_after = 10
+
+
+class RecognitionFailed(ServiceUnavailable):
+    """Recognition of this upload failed; uploading it again retries."""
+    status, code = 503, "recognition_failed"
+    retry_after = 1
+
+
 def error_cache_control(status: int, method: str, max_age: int = 60) -> str:
     """Errors never get the results' week: 5xx, 429 and anything on POST are not stored; a GET
     4xx (unknown or malformed key) is cacheable for `max_age` (OCR_ERROR_MAX_AGE, short) so a
@@ -118,7 +133,10 @@ def init_app(app: Flask) -> None:
             logger.error("request failed code=%s message=%s", exc.code, exc.message)
         else:
             logger.info("request rejected code=%s message=%s", exc.code, exc.message)
-        return error_response(exc.status, exc.code, exc.message)
+        resp = error_response(exc.status, exc.code, exc.message)
+        if exc.retry_after is not None:
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -207,6 +207,7 @@ def _upload_op(max_bytes: int, max_pixels: int) -> dict[str, Any]:
             "image/png": {"schema": image}, "image/jpeg": {"schema": image}, "image/webp": {"schema": image},
             "image/bmp": {"schema": image}, "image/tiff": {"schema": image}, "image/gif": {"schema": image},
             "application/octet-stream": {"schema": image},
+            "application/pdf": {"schema": image},
         }},
         "responses": {
             "200": _json(_ref("Result"), "with ?format=json: an earlier result reused (HIT)", UPLOAD_HEADERS),
@@ -218,7 +219,7 @@ def _upload_op(max_bytes: int, max_pixels: int) -> dict[str, Any]:
             "400": _error("empty, corrupt or malformed upload (bad base64, no `image` field)"),
             "413": _error(f"larger than {human_bytes(max_bytes)} or {human_pixels(max_pixels)}"),
             "415": _error("not an image we can decode (PNG, JPEG, WebP, BMP, TIFF, GIF)"),
-            "503": _error("storage or model unavailable; try again"),
+            "503": _error("storage or the job queue unavailable, or recognition failed; try again (Retry-After)"),
         },
     }
 
@@ -318,7 +319,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     paths.update(NGINX_PATHS)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "ocr-origin", "version": svc.predictor.model_version,
+        "info": {"title": "ocr-origin", "version": (svc.identity().version if svc.identity() else "unknown"),
                  "summary": "Upload an image, get a content-addressed, cacheable result of its text.",
                  "description": ("Results are immutable and content-addressed: a result URL never "
                                  "changes its answer, so CDNs cache it for a week. Every error is "

@@ -1,121 +1,177 @@
-"""The upload flow: decode → fingerprint → exact key → verified near duplicate → single flight →
-recognise → store (source of truth) → index.
+"""The upload flow: decode → fingerprint → exact key → verified near duplicate → job on the queue
+→ wait (bounded) → the result, or a job location.
 
 Reuse rule (README "Keys and reuse"): an upload reuses a stored result only if
   * its key exists in storage (same pixels, same model namespace), or
   * a stored result of the same model namespace has a pHash within `hamming_distance` AND the
     verifier (cache/verify.py) accepts it: same shape and scale, no faint ink, no local
     difference above its threshold.
-Everything else runs the recognizer and gets its own key.
+Everything else is recognised by a queue worker (origin/worker.py) under its own key; the job id
+is that key, so identical uploads anywhere share one job (origin/jobs.py).
 """
 from __future__ import annotations
 
-import io
-import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Protocol
 
 from PIL import Image
 
 from cache import verify
-from cache.errors import StorageUnavailable
 from cache.fingerprint import Fingerprint, fingerprint
 from cache.keys import KeyDeriver, is_valid_key, model_namespace
-from cache.store import RESULT, SIGNATURE, THUMBNAIL, ResultStore
+from cache.store import RESULT, SIGNATURE, ResultStore
 
-from . import metrics
-from .backends import DegradingIndex, Lock, LockState, RedisIndex, ResultFiles
+from . import metrics, pdf
+from .backends import DegradingIndex, RedisIndex, ResultFiles
+from .errors import QueueUnavailable, RecognitionFailed
 from .images import decode_image
+from .jobs import JobState, ModelIdentity, RecognitionQueue
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-THUMBNAIL_SIZE = (320, 320)
-__all__ = ["OcrService", "Outcome", "Recognizer", "RedisIndex", "make_thumbnail"]
+__all__ = ["OcrService", "Outcome", "Recognizer", "RedisIndex", "identity_of"]
 
 
 class Recognizer(Protocol):
-    """What the origin needs from ocr_core.Predictor."""
+    """What the workers need from ocr_core.Predictor."""
     model_name: str
     model_version: str
 
     def read(self, image: Any, *, single_line: bool = False) -> Any: ...
 
 
+def identity_of(predictor: Recognizer) -> ModelIdentity:
+    return ModelIdentity(predictor.model_name, predictor.model_version,
+                         model_namespace(predictor.model_name, predictor.model_version))
+
+
 @dataclass(frozen=True)
 class Outcome:
     key: str
-    match: str                 # "exact" | "near" | "waited" | "miss"
-    body: bytes | None = None  # the stored result JSON when this call wrote or read it
+    match: str                 # "exact" | "near" | "waited" (joined a job) | "miss" | "pending"
+    body: bytes | None = None  # the stored result JSON when this call read it
 
     @property
     def hit(self) -> bool:
-        return self.match != "miss"
+        return self.match in ("exact", "near", "waited")
+
+    @property
+    def pending(self) -> bool:
+        return self.match == "pending"
 
 
 class OcrService:
-    """Built once per worker by create_app; holds the recognizer, store, index and key deriver."""
+    """Built once per web worker by create_app: store, index, queue and key deriver (no model)."""
 
-    def __init__(self, settings: Settings, *, predictor: Recognizer, store: ResultStore,
-                 index: RedisIndex | None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, *, store: ResultStore, index: RedisIndex | None,
+                 queue: RecognitionQueue | None, identity: ModelIdentity | None = None) -> None:
         self.settings = settings
-        self.predictor = predictor
         self.store = store                   # the raw store (readiness pings it)
         self.results = ResultFiles(store)    # what the flow and the views use: errors are 503s
         self.index = DegradingIndex(index)   # Redis failures degrade dedup, never the upload
+        self.queue = queue
         self.keys = KeyDeriver(settings.secret)
-        self.namespace = model_namespace(predictor.model_name, predictor.model_version)
-        self._clock = clock
+        self._fixed_identity = identity  # tests and single-process use: the model in this process
 
-    def storage(self, op: str, fn: Callable[[], T]) -> T:
-        """Run `fn` (a call on the raw store) with storage errors translated. Prefer
-        `self.results`, which does this for every call."""
-        try:
-            return fn()
-        except StorageUnavailable as exc:
-            raise self.results.failed(op, exc) from exc
+    # the model the workers run ---------------------------------------------------------------
+    def identity(self) -> ModelIdentity | None:
+        if self._fixed_identity is not None:
+            return self._fixed_identity
+        return self.queue.identity() if self.queue is not None else None
+
+    @property
+    def namespace(self) -> str | None:
+        identity = self.identity()
+        return identity.namespace if identity else None
 
     def _exists(self, key: str) -> bool:
         return self.results.exists(key, RESULT)
 
     # the flow --------------------------------------------------------------------------------
-    def submit(self, data: bytes) -> Outcome:
-        """Return the key of the result for these upload bytes, recognising only if needed."""
+    def submit(self, data: bytes, *, wait: bool = True) -> Outcome:
+        """The key of the result for these upload bytes; recognition runs on the queue when
+        needed, and this waits for it up to OCR_SYNC_WAIT_S (not at all with wait=False)."""
+        if pdf.is_pdf(data):
+            return self._submit_pdf(data, wait=wait)
         decoded = decode_image(data, max_pixels=self.settings.max_pixels)
         metrics.UPLOADS.inc()
         image = decoded.image
         fp = fingerprint(image, data)
-        key = self.keys.derive(self.namespace, fp.pixel_digest)
+        identity = self._identity_or_503()
+        key = self.keys.derive(identity.namespace, fp.pixel_digest)
         if self._exists(key):
             return self._done(Outcome(key, "exact"), fp)
-        near = self._near_duplicate(image, fp)
+        near = self._near_duplicate(image, fp, identity.namespace)
         if near is not None:
-            return self._done(Outcome(near, "near"), fp)
-        return self._done(self._recognise_once(image, fp, key), fp)
+            return self._done(Outcome(key=near, match="near"), fp)
+        outcome = self._enqueue(key, identity, data, pixels=image.width * image.height, kind="image", wait=wait)
+        return self._done(outcome, fp)
+
+    def _identity_or_503(self) -> ModelIdentity:
+        """No worker has ever said which model it runs (or Redis was down since this origin
+        started): no key can be derived, so nothing can be looked up or queued."""
+        identity = self.identity()
+        if identity is None:
+            raise QueueUnavailable("no recognition worker has registered yet; try again shortly")
+        return identity
+
+    def _submit_pdf(self, data: bytes, *, wait: bool) -> Outcome:
+        """A PDF: limits checked here, pages rendered and read by a worker; no near duplicates."""
+        info = pdf.inspect(data, dpi=self.settings.pdf_dpi, max_pages=self.settings.pdf_max_pages,
+                           max_pixels=self.settings.max_pixels)
+        metrics.UPLOADS.inc()
+        identity = self._identity_or_503()
+        key = self.keys.derive(identity.namespace, pdf.digest(data))
+        if self._exists(key):
+            outcome = Outcome(key, "exact")
+        else:
+            outcome = self._enqueue(key, identity, data, pixels=info.pixels, kind="pdf", wait=wait)
+        if not outcome.pending:
+            metrics.DEDUP.labels("hit" if outcome.hit else "miss", outcome.match).inc()
+        logger.info("upload done key=%s kind=pdf pages=%d match=%s", key, info.pages, outcome.match)
+        return outcome
+
+    def _enqueue(self, key: str, identity: ModelIdentity, data: bytes, *, pixels: int, kind: str,
+                 wait: bool) -> Outcome:
+        if self.queue is None:
+            raise QueueUnavailable("recognition needs Redis (OCR_REDIS_URL is empty)")
+        timeout = self.settings.job_timeout(pixels)
+        created = self.queue.submit(key, args=(identity.namespace, data, kind), timeout=timeout)
+        if created:
+            metrics.JOBS_ENQUEUED.inc()
+        if not wait or self.settings.sync_wait_s <= 0:
+            return Outcome(key, "pending")
+        t0 = time.perf_counter()
+        state: JobState = self.queue.wait(key, self.settings.sync_wait_s)
+        metrics.SYNC_WAIT.observe(time.perf_counter() - t0)
+        if state.status == "done":
+            return Outcome(key, "miss" if created else "waited")
+        if state.status == "failed":
+            raise RecognitionFailed(state.error or "recognition failed")
+        return Outcome(key, "pending")
 
     def _done(self, outcome: Outcome, fp: Fingerprint) -> Outcome:
-        metrics.DEDUP.labels("hit" if outcome.hit else "miss", outcome.match).inc()
+        if not outcome.pending:
+            metrics.DEDUP.labels("hit" if outcome.hit else "miss", outcome.match).inc()
         logger.info("upload done key=%s cache=%s match=%s phash=%s sha256=%s", outcome.key,
                     "HIT" if outcome.hit else "MISS", outcome.match, fp.phash_hex, fp.sha256[:16])
         return outcome
 
-    def _near_duplicate(self, image: Image.Image, fp: Fingerprint) -> str | None:
+    def _near_duplicate(self, image: Image.Image, fp: Fingerprint, namespace: str) -> str | None:
         if not verify.can_match(image.width, image.height):
             return None  # larger than any stored signature can be: exact reuse only
         upload = verify.PreparedUpload(image)
         if upload.faint:
             logger.info("near-duplicate lookup skipped reason=faint content phash=%s", fp.phash_hex)
             return None  # no candidate could pass: save the lookup and the signature reads
-        candidates = self.index.candidates(self.namespace, fp.phash, limit=self.settings.max_candidates,
+        candidates = self.index.candidates(namespace, fp.phash, limit=self.settings.max_candidates,
                                            unstable=fp.unstable)
         for cand in candidates:
             # Redis is not trusted: a malformed key never reaches storage, and another model's
             # result is never served, whatever an index entry says.
-            if not is_valid_key(cand.key) or not cand.key.startswith(self.namespace):
+            if not is_valid_key(cand.key) or not cand.key.startswith(namespace):
                 logger.warning("near-duplicate candidate ignored key=%r reason=foreign or malformed", cand.key)
                 continue
             sig_bytes = self.results.get(cand.key, SIGNATURE)
@@ -134,90 +190,3 @@ class OcrService:
                 return cand.key
             metrics.NEAR_REJECTED.inc()
         return None
-
-    def _try_lock(self, fp: Fingerprint) -> Lock:
-        return self.index.try_lock(self.namespace, fp.pixel_digest, ttl_ms=self.settings.lock_ttl_ms)
-
-    def _recognise_once(self, image: Image.Image, fp: Fingerprint, key: str) -> Outcome:
-        """Single flight on the pixel digest: one worker recognises, duplicates wait and reuse."""
-        lock = self._try_lock(fp)
-        if lock.state is LockState.HELD:
-            deadline = time.monotonic() + self.settings.lock_wait_s
-            delay = 0.02
-            while lock.state is LockState.HELD and time.monotonic() < deadline:
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.25)
-                if self._exists(key):
-                    return Outcome(key, "waited")
-                lock = self._try_lock(fp)  # the leader failed or its lock expired: we lead
-            if lock.state is LockState.HELD:
-                logger.warning("single flight wait timed out key=%s: recognising anyway", key)
-        try:
-            if lock.state is LockState.ACQUIRED and self._exists(key):
-                return Outcome(key, "waited")  # the leader finished between our two checks
-            return self._recognise(image, fp, key)
-        finally:
-            self.index.unlock(self.namespace, fp.pixel_digest, lock)
-
-    def _recognise(self, image: Image.Image, fp: Fingerprint, key: str) -> Outcome:
-        t0 = time.perf_counter()
-        result = self.predictor.read(image)
-        metrics.INFERENCE.observe(time.perf_counter() - t0)
-        created = self._clock()
-        doc = self._result_doc(key, fp, result, created)
-        body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        # Order matters: signature and thumbnail first, result.json last (its presence = complete),
-        # then Redis, so the index never points at a result that storage does not have.
-        signature = verify.make_signature(image)
-        if signature is not None:
-            self.results.put(key, SIGNATURE, verify.encode_signature(signature), content_type="image/png")
-        self.results.put(key, THUMBNAIL, make_thumbnail(image), content_type="image/jpeg")
-        created_now = self.results.put(key, RESULT, body, content_type="application/json; charset=utf-8")
-        if not created_now:  # someone else stored it first: theirs is the result at this URL
-            body = self.results.get(key, RESULT) or body
-        if signature is None:
-            # nothing to verify a near duplicate against: not indexed, reused only when identical
-            logger.info("near-duplicate reuse off key=%s reason=page over %d pixels", key, verify.MAX_PIXELS)
-        else:
-            self.index.record(self.namespace, key, fp.phash, created_at=created)
-        return Outcome(key, "miss", body)
-
-    def _result_doc(self, key: str, fp: Fingerprint, result: Any, created: float) -> dict[str, Any]:
-        raw = result.to_dict()
-        lines = []
-        for line in raw.get("lines", []):
-            entry = {"text": line["text"], "confidence": round(float(line["confidence"]), 4),
-                     "box": [int(v) for v in line["box"]]}
-            if line.get("polygon") is not None:
-                entry["polygon"] = [[int(x), int(y)] for x, y in line["polygon"]]
-            # Word boxes (for highlighting and redaction) and table cells' places, as read.
-            for name in ("words", "row", "column"):
-                if line.get(name) is not None:
-                    entry[name] = line[name]
-            lines.append(entry)
-        return {
-            "key": key,
-            "text": raw.get("text", result.text),
-            "lines": lines,
-            "phash": fp.phash_hex,
-            "sha256": fp.sha256,
-            "pixel_sha256": fp.pixel_digest,
-            "width": fp.width,
-            "height": fp.height,
-            "model": {"name": self.predictor.model_name, "version": self.predictor.model_version,
-                      "namespace": self.namespace},
-            # which line finder read the image (classical for documents, learned for photos)
-            "finder": raw.get("finder", "classical"),
-            # the clockwise turn (0/90/180/270) that made the upload upright; boxes are the upload's
-            "rotation": int(raw.get("rotation", 0)),
-            "elapsed_ms": round(float(raw.get("elapsed_ms", result.elapsed_ms)), 2),
-            "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
-        }
-
-
-def make_thumbnail(image: Image.Image) -> bytes:
-    thumb = image.copy()
-    thumb.thumbnail(THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    thumb.save(buf, format="JPEG", quality=80, optimize=True)
-    return buf.getvalue()

@@ -119,16 +119,32 @@ _OPTIONS: tuple[Option, ...] = (
            "photo text detector weights; `off` reads every page with the classical finder",
            readme_default="shipped `ocr_core/weights/dbnet.pt`"),
     Option("OCR_TORCH_THREADS", "int", "1",
-           "intra-op threads per worker (one worker per core is faster than more threads)", minimum=1),
+           "intra-op threads per recognition worker (one worker per core is faster than more threads)",
+           minimum=1),
     Option("OCR_LOG_LEVEL", "str", "INFO", "log level of the origin, gunicorn and the CLI",
            choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     Option("OCR_RESULT_MAX_AGE", "int", str(7 * 24 * 3600), "Cache-Control max-age of stored results (seconds)",
            minimum=0),
     Option("OCR_ERROR_MAX_AGE", "int", "60",
            "Cache-Control max-age of a GET 4xx (unknown key), short so a CDN never pins it", minimum=0),
-    Option("OCR_LOCK_TTL_MS", "int", "30000", "single-flight lock lifetime; a crashed worker frees it by then",
-           minimum=100),
-    Option("OCR_LOCK_WAIT_S", "float", "15", "how long a duplicate upload waits for the leader", minimum=0),
+    # the recognition queue (origin/jobs.py, origin/worker.py) ------------------------------------
+    Option("OCR_QUEUE", "str", "ocr",
+           "RQ queue name (Redis list `rq:queue:<name>`); the origins and workers of a deployment share it"),
+    Option("OCR_SYNC_WAIT_S", "float", "10", "how long `POST /ocr` waits for its job before answering `202`",
+           minimum=0, maximum=60),
+    Option("OCR_JOB_TIMEOUT_MIN_S", "int", "60", "a job's time limit: at least this (seconds) ...", minimum=1),
+    Option("OCR_JOB_SECONDS_PER_MPX", "float", "10",
+           "... plus this per million pixels read (~4x a dense page on an idle core) ...", minimum=0),
+    Option("OCR_JOB_TIMEOUT_MAX_S", "int", "900", "... and at most this", minimum=1),
+    Option("OCR_JOB_RETRIES", "int", "1", "runs of a job whose worker died mid-job", minimum=0, maximum=5),
+    Option("OCR_WORKER_NICE", "int", "10",
+           "CPU priority of recognition workers (`nice`): origins on the same machine answer first",
+           minimum=0, maximum=19),
+    Option("OCR_PDF_DPI", "int", "200", "PDF pages are rendered at this resolution", minimum=36, maximum=600),
+    Option("OCR_PDF_MAX_PAGES", "int", "20", "more pages: `413 too_many_pages`", minimum=1),
+    Option("OCR_BATCH_MAX_ITEMS", "int", "100", "images (or ZIP entries) per batch", minimum=1),
+    Option("OCR_BATCH_MAX_BYTES", "int", str(200 * 1024 * 1024), "a batch ZIP's total inflated size",
+           readme_default="`209715200` (200 MiB)", minimum=1),
     # deployment: launcher, gunicorn, nginx ------------------------------------------------------
     Option("OCR_VAR_DIR", "str", "var",
            "where `make run` / `make stop` keep data, logs and pids (the tests point it at a temp dir)"),
@@ -140,8 +156,12 @@ _OPTIONS: tuple[Option, ...] = (
            minimum=1, maximum=65535),
     Option("OCR_BIND", "str", "127.0.0.1:{OCR_ORIGIN_PORT}", "gunicorn listen address",
            readme_default="`127.0.0.1:${OCR_ORIGIN_PORT}`"),
-    Option("OCR_WORKERS", "int", _default_workers, "gunicorn worker processes",
+    Option("OCR_WORKERS", "int", _default_workers, "gunicorn worker processes (no model in them)",
            readme_default="cores, at least 2", minimum=1),
+    Option("OCR_WEB_THREADS", "int", "16",
+           "threads per gunicorn worker (requests mostly wait on Redis, storage or their job)", minimum=1),
+    Option("OCR_RECOGNITION_WORKERS", "int", lambda env: str(os.cpu_count() or 1),
+           "`ocr-origin worker` processes `make run` starts (0: none)", readme_default="cores", minimum=0),
     Option("OCR_WORKER_TIMEOUT", "int", "120", "gunicorn worker timeout (seconds); nginx gives up at 120 s",
            minimum=1),
     Option("OCR_MAX_REQUESTS", "int", "5000", "requests before a gunicorn worker is recycled (0: never)",
@@ -208,9 +228,18 @@ class Settings:
     log_level: str = _d("OCR_LOG_LEVEL")
     result_max_age: int = _d("OCR_RESULT_MAX_AGE")
     error_max_age: int = _d("OCR_ERROR_MAX_AGE")
-    lock_ttl_ms: int = _d("OCR_LOCK_TTL_MS")
-    lock_wait_s: float = _d("OCR_LOCK_WAIT_S")
     max_candidates: int = _d("OCR_MAX_CANDIDATES")
+    queue_name: str = _d("OCR_QUEUE")
+    sync_wait_s: float = _d("OCR_SYNC_WAIT_S")
+    job_timeout_min_s: int = _d("OCR_JOB_TIMEOUT_MIN_S")
+    job_seconds_per_mpx: float = _d("OCR_JOB_SECONDS_PER_MPX")
+    job_timeout_max_s: int = _d("OCR_JOB_TIMEOUT_MAX_S")
+    job_retries: int = _d("OCR_JOB_RETRIES")
+    worker_nice: int = _d("OCR_WORKER_NICE")
+    pdf_dpi: int = _d("OCR_PDF_DPI")
+    pdf_max_pages: int = _d("OCR_PDF_MAX_PAGES")
+    batch_max_items: int = _d("OCR_BATCH_MAX_ITEMS")
+    batch_max_bytes: int = _d("OCR_BATCH_MAX_BYTES")
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_SECRET_BYTES:
@@ -218,6 +247,16 @@ class Settings:
         hamming = OPTIONS["OCR_HAMMING_DISTANCE"]
         if not hamming.minimum <= self.hamming_distance <= hamming.maximum:  # type: ignore[operator]
             raise ConfigError(f"OCR_HAMMING_DISTANCE must be {hamming.minimum:.0f}..{hamming.maximum:.0f}")
+        if not self.queue_name or not self.queue_name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("OCR_QUEUE must be letters, digits, '-' or '_'")
+
+    def job_timeout(self, pixels: int) -> int:
+        """A job's time limit from the pixels it reads: a dense 6300x6300 page took 80-110 s
+        (issue 14), ~2.5 s per million pixels on an idle core; the default allows ~4x that, for
+        denser pages and busy machines (a 4.8 Mpx page of 70 lines took over 59 s on 2 busy
+        cores in the e2e tests)."""
+        seconds = self.job_timeout_min_s + self.job_seconds_per_mpx * pixels / 1e6
+        return int(min(self.job_timeout_max_s, seconds))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -236,8 +275,17 @@ class Settings:
             log_level=get("OCR_LOG_LEVEL", environ).upper(),
             result_max_age=get("OCR_RESULT_MAX_AGE", environ),
             error_max_age=get("OCR_ERROR_MAX_AGE", environ),
-            lock_ttl_ms=get("OCR_LOCK_TTL_MS", environ),
-            lock_wait_s=get("OCR_LOCK_WAIT_S", environ),
+            queue_name=get("OCR_QUEUE", environ),
+            sync_wait_s=get("OCR_SYNC_WAIT_S", environ),
+            job_timeout_min_s=get("OCR_JOB_TIMEOUT_MIN_S", environ),
+            job_seconds_per_mpx=get("OCR_JOB_SECONDS_PER_MPX", environ),
+            job_timeout_max_s=get("OCR_JOB_TIMEOUT_MAX_S", environ),
+            job_retries=get("OCR_JOB_RETRIES", environ),
+            worker_nice=get("OCR_WORKER_NICE", environ),
+            pdf_dpi=get("OCR_PDF_DPI", environ),
+            pdf_max_pages=get("OCR_PDF_MAX_PAGES", environ),
+            batch_max_items=get("OCR_BATCH_MAX_ITEMS", environ),
+            batch_max_bytes=get("OCR_BATCH_MAX_BYTES", environ),
         )
 
 

@@ -12,10 +12,12 @@ from cache.errors import IndexUnavailable, StorageUnavailable
 from cache.keys import is_valid_key
 from cache.store import RESULT, THUMBNAIL
 
-from . import metrics
-from .errors import (BadRequest, EmptyUpload, InvalidResultKey, OriginError, PayloadTooLarge, ResultNotFound,
-                     UnsupportedImage)
+from . import batches, metrics
+from .errors import (BadRequest, EmptyUpload, InvalidResultKey, OriginError, PayloadTooLarge,
+                     QueueUnavailable, ResultNotFound, StorageDown, UnsupportedImage)
 from .images import CONTENT_TYPES
+from .jobs import JobState
+from .pdf import CONTENT_TYPE as PDF_CONTENT_TYPE
 from .service import OcrService
 from .units import human_bytes
 
@@ -76,7 +78,7 @@ def _upload_bytes() -> bytes:
         data = f.read(limit + 1)
     elif ctype == "application/json":
         data = _json_image(limit)
-    elif ctype in CONTENT_TYPES or ctype == "application/octet-stream":
+    elif ctype in CONTENT_TYPES or ctype in ("application/octet-stream", PDF_CONTENT_TYPE):
         data = request.get_data(cache=False)
     else:
         raise UnsupportedImage(f"send the image as multipart field `image`, as a raw body with an "
@@ -94,14 +96,34 @@ def _wants_json() -> bool:
     return accept.quality("application/json") > accept.quality("text/html")
 
 
+def _respond_async() -> bool:
+    """RFC 7240 `Prefer: respond-async`: answer 202 at once instead of waiting for the job."""
+    prefer = ",".join(request.headers.getlist("Prefer")).lower()
+    return any(p.strip().split(";")[0].strip() == "respond-async" for p in prefer.split(","))
+
+
+def _accepted(key: str) -> Response:
+    """202 with the job's location: the client polls it (Retry-After) until it redirects."""
+    location = f"/jobs/{key}"
+    resp = jsonify({"key": key, "status": "queued", "location": location,
+                    "result": f"/results/{key}"})
+    resp.status_code = 202
+    resp.headers["Location"] = location
+    resp.headers["Retry-After"] = "1"
+    resp.headers["Cache-Control"] = NO_STORE
+    return resp
+
+
 @bp.post("/ocr")
 def upload() -> Response:
     try:
-        outcome = service().submit(_upload_bytes())
+        outcome = service().submit(_upload_bytes(), wait=not _respond_async())
     except OriginError as exc:
         if exc.status < 500:
             metrics.REJECTED.labels(exc.code).inc()
         raise
+    if outcome.pending:
+        return _accepted(outcome.key)
     location = f"/results/{outcome.key}"
     if _wants_json():
         body = outcome.body or service().results.get(outcome.key, RESULT)
@@ -118,6 +140,132 @@ def upload() -> Response:
     # duplicate), waited (an identical upload in flight finished first); miss on a MISS.
     resp.headers["X-OCR-Match"] = outcome.match
     resp.headers["Cache-Control"] = NO_STORE  # a cached 303 would pin one upload's answer (NOTES §3)
+    return resp
+
+
+@bp.get("/jobs/<key>")
+def job(key: str) -> Response:
+    """A job's state, or 303 to its result once stored. Never cached: it changes."""
+    if not is_valid_key(key):
+        raise InvalidResultKey()
+    svc = service()
+    if svc.results.exists(key, RESULT):
+        resp = jsonify({"key": key, "status": "done", "location": f"/results/{key}"})
+        resp.status_code = 303
+        resp.headers["Location"] = f"/results/{key}"
+    else:
+        if svc.queue is None:
+            raise QueueUnavailable("recognition needs Redis (OCR_REDIS_URL is empty)")
+        state = svc.queue.state(key)
+        if state is None:
+            raise ResultNotFound("no job and no result with this key")
+        if state.status == "done":  # finished a moment ago: storage was checked just before
+            state = JobState("running")
+        resp = jsonify({"key": key, "status": state.status, "position": state.position,
+                        "error": state.error})
+        if state.status != "failed":
+            resp.headers["Retry-After"] = "1"
+    resp.headers["Cache-Control"] = NO_STORE
+    return resp
+
+
+def _batch_files() -> list[tuple[str, bytes]]:
+    """(name, bytes) of a batch: several multipart `image`/`file` fields, or one ZIP (a field
+    or the raw body)."""
+    svc = service()
+    limits = batches.Limits(svc.settings.batch_max_items, svc.settings.max_upload_bytes,
+                            svc.settings.batch_max_bytes)
+    ctype = (request.mimetype or "").lower()
+    if ctype == "multipart/form-data":
+        fields = request.files.getlist("image") + request.files.getlist("file") + request.files.getlist("zip")
+        files = [(f.filename or f"item-{n + 1}", f.read(svc.settings.max_upload_bytes + 1))
+                 for n, f in enumerate(fields)]
+    elif ctype in ("application/zip", "application/x-zip-compressed"):
+        files = [("upload.zip", request.get_data(cache=False))]
+    else:
+        raise UnsupportedImage("send the batch as multipart `image` fields or one ZIP (multipart or "
+                               f"a raw application/zip body) (got {ctype or 'none'})")
+    if not files:
+        raise EmptyUpload("a batch needs `image` fields or a ZIP")
+    if len(files) == 1 and files[0][1][:4] == b"PK\x03\x04":
+        return batches.read_zip(files[0][1], limits)
+    if len(files) > limits.max_items:
+        raise PayloadTooLarge(f"a batch holds at most {limits.max_items} images")
+    for name, data in files:
+        if len(data) > limits.max_item_bytes:
+            raise PayloadTooLarge(f"{name}: uploads are limited to {limits.max_item_bytes} bytes")
+    return files
+
+
+@bp.post("/ocr/batch")
+def batch_upload() -> Response:
+    """Queue every item (deduplicated like single uploads); 202 with the batch's location."""
+    svc = service()
+    if svc.queue is None:
+        raise QueueUnavailable("batches need Redis (OCR_REDIS_URL is empty)")
+    try:
+        files = _batch_files()
+    except OriginError as exc:
+        metrics.REJECTED.labels(exc.code).inc()
+        raise
+    items = []
+    for name, data in files:
+        try:
+            outcome = svc.submit(data, wait=False)
+            items.append({"name": name, "key": outcome.key})
+        except (QueueUnavailable, StorageDown):
+            raise  # the whole batch waits for the service, not item by item
+        except OriginError as exc:  # this item is bad input: say so, keep the others
+            metrics.REJECTED.labels(exc.code).inc()
+            items.append({"name": name, "key": None, **batches.item_error(exc)})
+    batch_id = batches.new_id()
+    batches.BatchStore(svc.queue.connection).save(batch_id, items)
+    location = f"/batches/{batch_id}"
+    resp = jsonify({"id": batch_id, "location": location, "items": len(items)})
+    resp.status_code = 202
+    resp.headers["Location"] = location
+    resp.headers["Retry-After"] = "1"
+    resp.headers["Cache-Control"] = NO_STORE
+    return resp
+
+
+@bp.get("/batches/<batch_id>")
+def batch_status(batch_id: str) -> Response:
+    """Each item's name, status and result location (`done` once its result is stored)."""
+    svc = service()
+    if not batches.is_valid_id(batch_id):
+        raise BadRequest("malformed batch id")
+    if svc.queue is None:
+        raise QueueUnavailable("batches need Redis (OCR_REDIS_URL is empty)")
+    doc = batches.BatchStore(svc.queue.connection).load(batch_id)
+    if doc is None:
+        raise ResultNotFound("no batch with this id (batches are kept 7 days)")
+    items = []
+    for item in doc["items"]:
+        key = item.get("key")
+        if key is None:
+            items.append({"name": item["name"], "status": "rejected", "code": item.get("code"),
+                          "error": item.get("error")})
+            continue
+        entry = {"name": item["name"], "key": key, "result": f"/results/{key}"}
+        if svc.results.exists(key, RESULT):
+            entry["status"] = "done"
+        else:
+            state = svc.queue.state(key)
+            entry["status"] = "failed" if state is None else ("running" if state.status == "done" else state.status)
+            entry["job"] = f"/jobs/{key}"
+            if state is not None and state.error:
+                entry["error"] = state.error
+        items.append(entry)
+    counts: dict[str, int] = {}
+    for entry in items:
+        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+    pending = counts.get("queued", 0) + counts.get("running", 0)
+    resp = jsonify({"id": batch_id, "status": "running" if pending else "done", "counts": counts,
+                    "items": items})
+    if pending:
+        resp.headers["Retry-After"] = "1"
+    resp.headers["Cache-Control"] = NO_STORE
     return resp
 
 
@@ -178,10 +326,14 @@ def readyz() -> Response:
         except IndexUnavailable as exc:
             metrics.REDIS_ERRORS.labels("ping").inc()
             logger.warning("readiness: redis failed error=%s", exc)
-            checks["redis"] = "degraded: Redis does not answer (uploads work without dedup)"
-    checks["model"] = f"ok {svc.predictor.model_name} {svc.predictor.model_version}"
+            checks["redis"] = "degraded: Redis does not answer (stored results and exact re-uploads are served; new images wait)"
+    # The model runs in the queue workers: reported (new images wait for one), not required
+    # (stored results are still served without any worker).
+    identity = svc.identity()
+    checks["model"] = (f"ok {identity.name} {identity.version}" if identity
+                       else "waiting: no queue worker has registered")
     resp = jsonify({"status": "ready" if ready else "unready", "checks": checks,
-                    "namespace": svc.namespace})
+                    "namespace": identity.namespace if identity else None})
     resp.status_code = 200 if ready else 503
     resp.headers["Cache-Control"] = NO_STORE
     return resp
@@ -189,7 +341,14 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics_view() -> Response:
-    body, ctype = metrics.render()
+    svc = service()
+    stats = None
+    if svc.queue is not None:
+        try:
+            stats = svc.queue.stats()
+        except QueueUnavailable:
+            pass  # counted in ocr_redis_errors_total; the process metrics still answer
+    body, ctype = metrics.render(stats)
     resp = Response(body, content_type=ctype)
     resp.headers["Cache-Control"] = NO_STORE
     return resp

@@ -65,9 +65,10 @@ def assets() -> Assets:
 
 def _page(template: str, **context: object) -> Response:
     svc = current_app.extensions["ocr"]
+    identity = svc.identity()  # the queue workers' model (None until one has registered)
     resp = Response(render_template(
-        template, asset=assets().url, model_name=svc.predictor.model_name,
-        model_version=svc.predictor.model_version, max_upload_bytes=svc.settings.max_upload_bytes,
+        template, asset=assets().url, model_name=identity.name if identity else "(no worker yet)",
+        model_version=identity.version if identity else "", max_upload_bytes=svc.settings.max_upload_bytes,
         max_upload=human_bytes(svc.settings.max_upload_bytes),
         max_pixels=svc.settings.max_pixels, max_pixels_human=human_pixels(svc.settings.max_pixels),
         **context))

@@ -225,6 +225,31 @@ class MotoS3Server:
         self.server = None
 
 
+class MotoS3Process(MotoS3Server):
+    """moto's S3 HTTP server in its own process (`python -m moto.server`): for tests that time
+    requests from the test process, where a server thread would share the test's GIL."""
+
+    def __init__(self, workdir: Path, bucket: str = "ocr-results", port: int | None = None) -> None:
+        super().__init__(bucket, port)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "MotoS3Process":
+        with (self.workdir / "moto.log").open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, timeout=60)
+        self.client().create_bucket(Bucket=self.bucket)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
 class OriginServer:
     """gunicorn serving a WSGI app (default: the real `origin.wsgi:app`) as a subprocess.
 
@@ -327,6 +352,71 @@ class OriginServer:
             self.proc.terminate()  # gunicorn: SIGTERM = graceful shutdown of the workers
             try:
                 self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class WorkerProcess:
+    """A real recognition worker (`ocr-origin worker`, RQ's SimpleWorker loop) as a subprocess.
+
+    Ready once it has loaded the model and registered with RQ on the shared Redis. `env` is the
+    origin's environment (Redis, storage, secret), so its results land where the origins look."""
+
+    def __init__(self, workdir: Path, env: Mapping[str, str], *, name: str,
+                 start_timeout: float = 180.0) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = dict(env)
+        self.name = name
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def log_lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+
+    def jobs_done(self) -> int:
+        """Jobs this worker finished (origin/worker.py logs one `job done` line per job)."""
+        return sum(" job done key=" in line for line in self.log_lines())
+
+    def start(self) -> "WorkerProcess":
+        import redis
+
+        env = {**os.environ, "OCR_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1", **self.env}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "origin.cli", "worker", "--name", self.name],
+                                         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.env["OCR_REDIS_URL"])
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{_tail(self.log)}")
+                if client.exists(f"rq:worker:{self.name}"):  # RQ registers a worker under this key
+                    return self
+                time.sleep(0.2)
+        finally:
+            client.close()
+        self.stop()
+        raise RuntimeError(f"worker not ready after {self.start_timeout}s:\n{_tail(self.log)}")
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-job without any cleanup."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # RQ: warm shutdown (finish the current job)
+            try:
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -109,7 +109,7 @@ def values_for(
     return {
         "OCR_NGINX_USER": user or default_user(),
         "OCR_NGINX_LISTEN": str(listen),
-        "OCR_UPSTREAM": upstream,
+        "OCR_UPSTREAM": upstream_servers(upstream),
         "OCR_MAX_UPLOAD_BYTES": str(int(max_upload_bytes)),
         "OCR_MAX_UPLOAD_HUMAN": load_units().human_bytes(int(max_upload_bytes)),
         "OCR_NGINX_RUN_DIR": str(workdir / "run"),
@@ -118,6 +118,15 @@ def values_for(
         "OCR_NGINX_LOG_DIR": str((log_dir or workdir / "log").resolve()),
         "OCR_NGINX_SNIPPETS": str(SNIPPETS),
     }
+
+
+def upstream_servers(upstream: str) -> str:
+    """`host:port`, or several separated by commas or spaces (more origins behind one nginx):
+    the value of the template's `server ${OCR_UPSTREAM};`, one `server` line per origin."""
+    servers = [s for s in re.split(r"[,\s]+", upstream.strip()) if s]
+    if not servers:
+        raise RenderError("no upstream origin given")
+    return ";\n        server ".join(servers)
 
 
 def write_config(out: Path, values: Mapping[str, str]) -> Path:

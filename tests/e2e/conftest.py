@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.servers import MotoS3Server, NginxServer, OriginServer, RedisServer
+from tests.servers import MotoS3Server, NginxServer, OriginServer, RedisServer, WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,9 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # small, so the 413 test sends little; same 
 
 
 @pytest.fixture(scope="session")
-def origin(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer,
-           s3_server: MotoS3Server) -> Iterator[OriginServer]:
-    """The real origin (origin.wsgi:app): Redis index + S3 storage through moto's HTTP server."""
-    workdir = tmp_path_factory.mktemp("origin")
-    env = {
+def origin_env(redis_server: RedisServer, s3_server: MotoS3Server) -> dict[str, str]:
+    """What every origin and worker of the e2e deployment shares: Redis, S3, the key secret."""
+    return {
         **s3_server.env,
         "OCR_REDIS_URL": redis_server.url,
         "OCR_STORAGE_URL": f"s3://{s3_server.bucket}/results",
@@ -79,7 +77,25 @@ def origin(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer,
         "OCR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
         "OCR_LOG_LEVEL": "INFO",
     }
-    # 2 workers: concurrency is real (cache-lock test) while model loading stays cheap on 2 cores.
+
+
+@pytest.fixture(scope="session")
+def worker(tmp_path_factory: pytest.TempPathFactory, origin_env: dict[str, str]) -> Iterator[WorkerProcess]:
+    """One real recognition worker (`ocr-origin worker`): the only process that loads the model."""
+    server = WorkerProcess(tmp_path_factory.mktemp("worker"), origin_env, name="e2e-worker-1")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def origin(tmp_path_factory: pytest.TempPathFactory, origin_env: dict[str, str],
+           worker: WorkerProcess) -> Iterator[OriginServer]:
+    """The real origin (origin.wsgi:app): Redis index + S3 storage through moto's HTTP server,
+    recognition by the queue worker."""
+    workdir = tmp_path_factory.mktemp("origin")
+    env = dict(origin_env)
+    # 2 gunicorn workers: concurrency is real (cache-lock test).
     server = OriginServer(workdir, env, workers=2, ready_path="/readyz")
     server.start()
     yield server

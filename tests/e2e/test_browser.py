@@ -25,7 +25,11 @@ DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 NOTO_CJK = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 TIMEOUT_MS = 120_000  # a cold recognition on two busy cores, with margin
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test does)")
+try:
+    from playwright import sync_api as playwright_api
+except ImportError as exc:  # a missing test dependency fails, it never skips (make test installs it)
+    raise ImportError(f"{exc}: run `make test` (it installs the test extra: playwright, "
+                      f"axe-playwright-python)") from exc
 
 
 def render(lines: list[str], *, font: Path = DEJAVU, size: int = 30) -> bytes:
@@ -295,6 +299,12 @@ def test_view_page_renders_the_same_result(page: Any, browser_context: Any, ngin
     view.emulate_media(color_scheme="dark")
     axe_check(view, "view page (dark)")
     shot(view, "view-dark")
+    view.set_viewport_size({"width": 390, "height": 844})  # a phone: the card fits, no sideways scroll
+    assert view.evaluate("document.documentElement.scrollWidth") <= 390
+    for target in view.locator("[data-testid=card] button:visible, [data-testid=card] a.button:visible").all():
+        box = target.bounding_box()
+        assert box and box["height"] >= 44 and box["width"] >= 44, f"small touch target {target.inner_text()!r}"
+    shot(view, "view-phone")
     view.close()
 
 

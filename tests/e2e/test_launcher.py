@@ -55,6 +55,8 @@ class Launcher:
                if not k.startswith(("OCR_", "AWS_")) and k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update({k: str(v) for k, v in self.ports.items()})
         env.update(OCR_VAR_DIR=str(self.var), OCR_WORKERS="1", PYTHONUNBUFFERED="1")
+        # The stub origin needs no recognition workers; the real one gets one (2 cores).
+        env["OCR_RECOGNITION_WORKERS"] = "0" if app else "1"
         if app:
             env["OCR_WSGI_APP"] = app
         self.env = env
@@ -136,7 +138,9 @@ def test_make_run_serves_the_flow_with_embedded_defaults_and_make_stop_stops_all
     launcher = new_launcher()
     launcher.start()
     children = launcher.children()
-    assert set(children) == {"redis-server", "gunicorn", "nginx"}
+    # one recognition worker (OCR_RECOGNITION_WORKERS=1 here), ready before the launcher says so
+    assert set(children) == {"redis-server", "worker", "gunicorn", "nginx"}
+    assert requests.get(launcher.url + "/readyz", timeout=10).json()["checks"]["model"].startswith("ok")
 
     r = upload(launcher.url, render_line(INVOICE))
     assert r.status_code == 303 and r.headers["X-OCR-Cache"] == "MISS", r.text
@@ -166,6 +170,7 @@ def test_make_run_serves_the_flow_with_embedded_defaults_and_make_stop_stops_all
     assert [e["cache"] for e in logged if e["uri"] == location] == ["MISS", "HIT"]
     origin_log = (launcher.var / "log/origin/origin.log").read_text()
     assert f"key={key}" in origin_log and "request_id=" in origin_log
+    assert f"job done key={key}" in (launcher.var / "log/origin/worker.log").read_text()  # recognised there
 
     # `make stop` from another shell.
     stop = launcher.stop_command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from tests.e2e.test_flow import render_line, upload
-from tests.servers import OriginServer, RedisServer
+from tests.servers import OriginServer, RedisServer, WorkerProcess
 
 WORKERS = 2
 
@@ -37,13 +38,21 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def metrics_origin(tmp_path_factory: pytest.TempPathFactory, metrics_redis: RedisServer,
                    results_dir: Path) -> Iterator[OriginServer]:
-    server = OriginServer(tmp_path_factory.mktemp("metrics-origin"), {
+    env = {
         "OCR_REDIS_URL": metrics_redis.url,
         "OCR_STORAGE_URL": f"file://{results_dir}",
         "OCR_SECRET": secrets.token_hex(32),
-    }, workers=WORKERS, ready_path="/readyz")
+    }
+    server = OriginServer(tmp_path_factory.mktemp("metrics-origin"), env, workers=WORKERS, ready_path="/readyz")
     server.start()
+    # The recognition worker writes its metrics next to the gunicorn workers' (same host): the
+    # origin's /metrics reports the inference and job figures too.
+    worker = WorkerProcess(tmp_path_factory.mktemp("metrics-worker"),
+                           {**env, "PROMETHEUS_MULTIPROC_DIR": str(server.workdir / "prometheus")},
+                           name="metrics-worker")
+    worker.start()
     yield server
+    worker.stop()
     server.stop()
 
 
@@ -92,18 +101,28 @@ def test_counters_are_those_of_all_workers(metrics_origin: OriginServer) -> None
         assert s["ocr_model_load_seconds"] > 0  # gauge, max over the workers
 
 
-def test_redis_outage_is_counted_and_uploads_still_work(metrics_origin: OriginServer,
+def test_redis_outage_is_counted_and_new_images_get_503(metrics_origin: OriginServer,
                                                         metrics_redis: RedisServer) -> None:
     before = total(samples(metrics_origin), "ocr_redis_errors_total")
     metrics_redis.stop()
     try:
         r = upload(metrics_origin.url, fresh_png())
-        assert r.status_code == 303 and r.headers["X-OCR-Cache"] == "MISS"  # degraded: no dedup
+        # no queue: a clean, retryable 503 (stored results stay readable: test_storage_outage...)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable"
+        assert r.headers["Retry-After"]
         ready = requests.get(metrics_origin.url + "/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json()["checks"]["redis"].startswith("degraded")
         assert total(samples(metrics_origin), "ocr_redis_errors_total") > before
     finally:
         metrics_redis.start()
+    # the worker survives the outage and takes jobs again (and re-announces its model)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r = upload(metrics_origin.url, fresh_png())
+        if r.status_code == 303:
+            break
+        time.sleep(1)
+    assert r.status_code == 303, r.text
 
 
 def test_storage_outage_is_counted_and_answers_503(metrics_origin: OriginServer, results_dir: Path) -> None:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 
 import pytest
 import redis
@@ -126,46 +125,12 @@ def test_namespaces_are_separate(index: RedisResultIndex) -> None:
     assert [c.key for c in index.candidates(NS, 42)] == [key(1)]
 
 
-def test_clear_removes_index_but_not_locks(index: RedisResultIndex, redis_client: redis.Redis) -> None:
+def test_clear_removes_the_index_only(index: RedisResultIndex, redis_client: redis.Redis) -> None:
     index.record(NS, key(1), 42, created_at=1.0)
-    token = index.try_lock(NS, "d" * 64, ttl_ms=10_000)
-    assert token
+    redis_client.set("rq:queue-like:other", "x")  # the job queue's keys are not the index's
     assert index.clear() > 0
     assert index.candidates(NS, 42) == []
-    assert redis_client.exists(redis_keys.lock(NS, "d" * 64))
-
-
-def test_lock_single_holder_and_compare_and_delete(index: RedisResultIndex) -> None:
-    digest = "e" * 64
-    t1 = index.try_lock(NS, digest, ttl_ms=10_000)
-    assert t1 and index.try_lock(NS, digest, ttl_ms=10_000) is None
-    index.unlock(NS, digest, "not-my-token")  # must not release someone else's lock
-    assert index.try_lock(NS, digest, ttl_ms=10_000) is None
-    index.unlock(NS, digest, t1)
-    assert index.try_lock(NS, digest, ttl_ms=10_000)
-
-
-def test_lock_expires(index: RedisResultIndex) -> None:
-    digest = "f" * 64
-    assert index.try_lock(NS, digest, ttl_ms=100)
-    time.sleep(0.15)
-    assert index.try_lock(NS, digest, ttl_ms=100)  # a crashed holder never blocks forever
-
-
-def test_lock_is_exclusive_under_concurrency(index: RedisResultIndex) -> None:
-    tokens: list[str | None] = []
-    barrier = threading.Barrier(20)
-
-    def grab() -> None:
-        barrier.wait()
-        tokens.append(index.try_lock(NS, "a" * 64, ttl_ms=10_000))
-
-    threads = [threading.Thread(target=grab) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(1 for t in tokens if t) == 1
+    assert redis_client.exists("rq:queue-like:other")
 
 
 class _FakeServer:
@@ -213,8 +178,7 @@ def test_redis_failure_no_retries_then_breaker_stops_calls(answer: bool) -> None
         with pytest.raises(IndexUnavailable):
             idx.candidates(NS, 1)
         assert server.accepted == 1 and idx.breaker.is_open
-        for op in (lambda: idx.record(NS, key(1), 1, created_at=1.0), lambda: idx.try_lock(NS, "a" * 64, ttl_ms=1),
-                   idx.ping, lambda: idx.candidates(NS, 1)):
+        for op in (lambda: idx.record(NS, key(1), 1, created_at=1.0), idx.ping, lambda: idx.candidates(NS, 1)):
             with pytest.raises(IndexUnavailable, match="circuit open"):
                 op()
         assert server.accepted == 1

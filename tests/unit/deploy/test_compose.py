@@ -11,7 +11,7 @@ import yaml
 from tests.servers import load_nginx_render
 
 ROOT = Path(__file__).resolve().parents[3]
-LONG_RUNNING = {"nginx", "origin", "redis", "s3"}
+LONG_RUNNING = {"nginx", "origin", "worker", "redis", "s3"}
 # OCR_* variables that deployment code reads rather than origin/settings.py.
 DEPLOY_VARS_READ_BY = [ROOT / "deploy/gunicorn.conf.py", ROOT / "origin/cli.py"]
 
@@ -166,3 +166,20 @@ def test_origin_can_read_the_nginx_access_log_for_cachestats(compose: dict[str, 
     log_dir = env_of(compose["services"]["nginx"])["OCR_NGINX_LOG_DIR"]
     assert f"nginx-logs:{log_dir}" in compose["services"]["nginx"]["volumes"]
     assert f"nginx-logs:{log_dir}:ro" in compose["services"]["origin"]["volumes"]
+
+
+def test_worker_service_shares_the_origins_keys_storage_and_queue(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    worker, origin = services["worker"], services["origin"]
+    assert worker["command"] == ["ocr-origin", "worker"]
+    assert worker["image"] == origin["image"]  # built once by the origin service
+    w, o = env_of(worker), env_of(origin)
+    for name in ("OCR_SECRET", "OCR_REDIS_URL", "OCR_STORAGE_URL", "OCR_S3_ENDPOINT_URL",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "OCR_MAX_PIXELS"):
+        assert w[name] == o[name], name  # same keys, same results, same queue
+    known = set(re.findall(r"OCR_[A-Z0-9_]+", (ROOT / "origin/settings.py").read_text()))
+    assert {k for k in w if k.startswith("OCR_")} <= known | {"OCR_TORCH_THREADS"}
+    assert not worker.get("ports") and "deploy" not in worker  # scaled with --scale worker=N
+    # its healthcheck looks for the name `ocr-origin worker` registers by default
+    assert "socket.gethostname() + '.1'" in worker["healthcheck"]["test"][-1]
+    assert 'f"{socket.gethostname()}.{os.getpid()}"' in (ROOT / "origin/cli.py").read_text()

@@ -120,3 +120,25 @@ def test_a_turned_photo_reads_in_order(predictor: Predictor, rotation: int) -> N
     assert len(result.lines) == len(texts)
     for ln, ref in zip(result.lines, texts):
         assert char_errors(ref, ln.text)[0] <= 2, (ln.text, ref)
+
+
+def test_a_line_upside_down_on_an_upright_page_is_read_turned(predictor: Predictor) -> None:
+    texts = ["Invoice No. 2026-0042", "收货地址：上海市浦东新区", "Amount Due: $56.70"]
+    page = render_lines(texts, size=26).copy()
+    # the middle line's band turned by 180 degrees in place (a label stuck on upside down)
+    ys = np.flatnonzero((page.min(axis=2) < 128).any(axis=1))
+    bands = np.split(ys, np.flatnonzero(np.diff(ys) > 1) + 1)
+    y0, y1 = bands[1][0] - 6, bands[1][-1] + 7
+    page[y0:y1] = page[y0:y1][::-1, ::-1]
+    result = predictor.read(page)
+    assert result.rotation == 0
+    assert len(result.lines) == 3
+    for ln, ref in zip(result.lines, texts):
+        assert char_errors(ref, ln.text)[0] <= 1, (ln.text, ref)
+    turned = result.lines[1]
+    # the text's top-left corner comes first: for an upside-down line it is the box's bottom-right
+    x, y, w, h = turned.box
+    assert turned.polygon[0] == (x + w, y + h)
+    # its words run right to left across the image
+    assert turned.words[0].box[0] > turned.words[-1].box[0]
+    assert predictor.read(page, orient=False).lines[1].text != result.lines[1].text

@@ -80,6 +80,16 @@ def test_every_operation_answers_as_documented(app, client, contract, settings) 
         assert _call(client, contract, "GET", path).status_code in (400, 404)
     for path in ("/", f"/view/{key}", "/docs", "/openapi.json", "/healthz", "/readyz", "/metrics"):
         assert _call(client, contract, "GET", path).status_code == 200
+    # the queue: 202 and the job, batches
+    queued = _call(client, contract, "POST", "/ocr", data=png(Image.new("RGB", (80, 40), "white")),
+                   content_type="image/png", headers={"Prefer": "respond-async"})
+    assert queued.status_code == 202
+    assert _call(client, contract, "GET", queued.headers["Location"]).status_code == 303
+    for path in ("/jobs/bad", f"/jobs/{'a' * 32}", "/batches/bad", f"/batches/{'a' * 22}"):
+        assert _call(client, contract, "GET", path).status_code in (400, 404)
+    batch = _call(client, contract, "POST", "/ocr/batch", **mp())
+    assert batch.status_code == 202
+    assert _call(client, contract, "GET", batch.headers["Location"]).status_code == 200
     icon = _call(client, contract, "GET", "/favicon.ico").headers["Location"]
     assert _call(client, contract, "GET", icon).status_code == 200
     assert _call(client, contract, "GET", "/static/app.0000000000.js").status_code == 404

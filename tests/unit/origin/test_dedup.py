@@ -13,7 +13,6 @@ from cache import verify
 from cache.__main__ import main as cache_main
 from cache.fingerprint import phash64
 from cache.index import RedisResultIndex
-from origin.backends import LockState
 from cache.keys import model_namespace
 from cache.store import FileResultStore, S3ResultStore
 from origin import create_app
@@ -160,41 +159,63 @@ def test_single_flight_20_concurrent_uploads_one_inference(app, predictor) -> No
     assert predictor.calls == 1
 
 
-def test_stale_lock_of_crashed_worker_does_not_block(app, predictor, settings) -> None:
-    svc = app.extensions["ocr"]
-    from cache.fingerprint import pixel_digest
-    from origin.images import decode_image
+class _FailsOnce(CountingPredictor):
+    """The first recognition raises (a crashing job); later ones work."""
 
-    data = png(page("crashed leader"))
-    digest = pixel_digest(decode_image(data, max_pixels=10**7).image)
-    held = svc.index.try_lock(svc.namespace, digest, ttl_ms=300)  # a "crashed" holder, never released
-    assert held.state is LockState.ACQUIRED
-    resp = upload(app.test_client(), data)
-    assert resp.status_code == 303 and resp.headers["X-OCR-Cache"] == "MISS"
-    assert predictor.calls == 1
+    def read(self, image: Any, *, single_line: bool = False) -> Any:
+        result = super().read(image, single_line=single_line)
+        if self.calls == 1:
+            raise RuntimeError("recognizer crashed")
+        return result
 
 
-def test_redis_down_uploads_still_work(settings, predictor, caplog) -> None:
-    down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    client = create_app(down, predictor=predictor).test_client()
-    first = upload(client, png())
-    assert first.status_code == 303 and first.headers["X-OCR-Cache"] == "MISS"
-    location = first.headers["Location"]
-    assert client.get(location).status_code == 200
-    second = upload(client, png())  # exact match needs only storage
-    assert second.headers["X-OCR-Cache"] == "HIT" and second.headers["Location"] == location
-    # a re-encoding cannot be matched without the index: recognised again, but never wrong
-    third = upload(client, encode(page(), "JPEG", quality=90))
-    assert third.status_code == 303
-    assert predictor.calls == 2
-    assert any("redis unavailable" in r.getMessage() for r in caplog.records)
-    ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.get_json()["checks"]["redis"].startswith("degraded")
+def test_failed_job_is_replaced_by_the_next_upload(settings, predictor) -> None:
+    failing = _FailsOnce(predictor.inner)
+    client = create_app(settings, predictor=failing).test_client()
+    data = png(page("crashing job 2026-0042"))
+    first = upload(client, data)
+    assert first.status_code == 503, first.get_data(as_text=True)
+    assert first.get_json()["error"]["code"] == "recognition_failed" and first.headers["Retry-After"]
+    key = next(iter(client.application.extensions["ocr"].queue.queue.failed_job_registry.get_job_ids()))
+    state = client.get(f"/jobs/{key}")
+    assert state.status_code == 200 and state.get_json()["status"] == "failed"
+    assert "Traceback" not in state.get_json()["error"]
+    again = upload(client, data)  # the failed job is replaced, not joined
+    assert again.status_code == 303 and again.headers["X-OCR-Cache"] == "MISS" and _key(again) == key
+    assert failing.calls == 2
+    assert client.get(f"/jobs/{key}").status_code == 303
+
+
+def test_redis_down_cached_and_exact_served_new_image_503(settings, predictor, tmp_path, caplog) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        index = RedisResultIndex.from_url(server.url, breaker_cooldown=0)
+        client = create_app(replace(settings, redis_url=server.url), predictor=predictor, index=index).test_client()
+        first = upload(client, png())
+        assert first.status_code == 303 and first.headers["X-OCR-Cache"] == "MISS"
+        location = first.headers["Location"]
+        server.stop()
+        assert client.get(location).status_code == 200
+        second = upload(client, png())  # exact match needs only storage
+        assert second.headers["X-OCR-Cache"] == "HIT" and second.headers["Location"] == location
+        # a new image (or a re-encoding, unmatched without the index) waits for Redis: clean 503
+        for data in (png(page("Redis is down 2026-0043")), encode(page(), "JPEG", quality=90)):
+            resp = upload(client, data)
+            assert resp.status_code == 503 and resp.headers["Retry-After"] == "10"
+            assert resp.get_json()["error"]["code"] == "queue_unavailable"
+            assert resp.headers["Cache-Control"] == "no-store"
+        assert predictor.calls == 1
+        assert any("redis unavailable" in r.getMessage() for r in caplog.records)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.get_json()["checks"]["redis"].startswith("degraded")
+    finally:
+        server.stop()
 
 
 def test_redis_disabled_by_empty_url(settings, predictor) -> None:
     client = create_app(replace(settings, redis_url=""), predictor=predictor).test_client()
-    assert upload(client, png()).status_code == 303
+    resp = upload(client, png())
+    assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "queue_unavailable"
     assert client.get("/readyz").get_json()["checks"]["redis"] == "disabled"
 
 
@@ -226,8 +247,9 @@ def test_same_key_on_every_origin_of_a_deployment(settings, predictor, tmp_path)
     k1 = _key(upload(create_app(settings, predictor=predictor).test_client(), png()))
     k2 = _key(upload(create_app(other, predictor=predictor).test_client(), png()))
     assert k1 == k2
-    # another deployment: its own secret, storage and Redis
-    elsewhere = replace(settings, secret=b"another-deployment-secret-000", redis_url="",
+    # another deployment: its own secret and storage (Redis may even be shared: the job id is
+    # the key, and the keys differ)
+    elsewhere = replace(settings, secret=b"another-deployment-secret-000",
                         storage_url=f"file://{tmp_path / 'elsewhere'}")
     k3 = _key(upload(create_app(elsewhere, predictor=predictor).test_client(), png()))
     assert k3 != k1
@@ -258,7 +280,7 @@ def test_index_entry_without_storage_is_ignored(app, predictor, settings) -> Non
 
 class _StopsRedisWhileRecognising(CountingPredictor):
     """Stops the real redis-server in the middle of the first upload, after the lookup and the
-    single-flight lock, before the result is stored and indexed."""
+    enqueue, before the result is stored and indexed."""
 
     def __init__(self, inner: Any, server: RedisServer) -> None:
         super().__init__(inner)
@@ -271,8 +293,9 @@ class _StopsRedisWhileRecognising(CountingPredictor):
 
 
 def test_redis_stopped_mid_upload_then_restarted_and_reindexed(settings, predictor, tmp_path, caplog) -> None:
-    """Storage is the source of truth: Redis dies mid-upload, uploads keep working without dedup
-    (logged), results are served, and `python -m cache reindex` restores near-duplicate reuse."""
+    """Storage is the source of truth: Redis dies mid-job, the result is still stored and served,
+    new images get a clean 503 until Redis is back, and `python -m cache reindex` restores
+    near-duplicate reuse."""
     server = RedisServer(tmp_path / "redis").start()
     try:
         stopper = _StopsRedisWhileRecognising(predictor.inner, server)
@@ -284,30 +307,27 @@ def test_redis_stopped_mid_upload_then_restarted_and_reindexed(settings, predict
 
         first = upload(client, png(img))  # Redis stops while this one is being recognised
         assert server.proc is None
-        assert first.status_code == 303 and first.headers["X-OCR-Cache"] == "MISS"
-        key = _key(first)
-        assert client.get(f"/results/{key}").get_json()["key"] == key
+        # the job's bookkeeping could not be written: the client is told to retry...
+        assert first.status_code == 503 and first.headers["Retry-After"]
         assert any(r.getMessage().startswith("redis unavailable op=record") for r in caplog.records)
-
-        # Redis down: a new image is recognised; an identical upload is still an exact HIT
-        second = upload(client, png(other))
-        assert second.status_code == 303 and second.headers["X-OCR-Cache"] == "MISS"
+        # ...and the retry finds the result the job stored: nothing was lost
         again = upload(client, png(img))
-        assert again.headers["X-OCR-Cache"] == "HIT" and _key(again) == key
-        # ...but a re-encoding cannot be matched without the index: its own recognition, never wrong
-        jpeg = upload(client, encode(img, "JPEG", quality=85))
-        assert jpeg.status_code == 303 and jpeg.headers["X-OCR-Cache"] == "MISS" and _key(jpeg) != key
-        assert stopper.calls == 3
+        assert again.headers["X-OCR-Cache"] == "HIT"
+        key = _key(again)
+        assert client.get(f"/results/{key}").get_json()["key"] == key
+        assert upload(client, png(other)).status_code == 503  # new content waits for Redis
+        assert stopper.calls == 1
         assert client.get("/readyz").get_json()["checks"]["redis"].startswith("degraded")
 
         # Redis back (empty: no persistence); rebuild the index from storage, then dedup works
         server.start()
-        other_jpeg = upload(client, encode(other, "JPEG", quality=85))
-        assert other_jpeg.headers["X-OCR-Cache"] == "MISS"  # the index is empty until rebuilt
+        second = upload(client, png(other))
+        assert second.status_code == 303 and second.headers["X-OCR-Cache"] == "MISS"
+        jpeg = upload(client, encode(img, "JPEG", quality=85))
+        assert jpeg.headers["X-OCR-Cache"] == "MISS"  # the index is empty until rebuilt
         assert cache_main(["reindex", "--clear", "--redis-url", server.url, "--storage-url", conf.storage_url]) == 0
         calls = stopper.calls
-        # the outage left two results per image (PNG and JPEG); a re-encoding reuses one of them
-        for image, same_content in ((img, {key, _key(jpeg)}), (other, {_key(second), _key(other_jpeg)})):
+        for image, same_content in ((img, {key, _key(jpeg)}), (other, {_key(second)})):
             resp = upload(client, encode(image, "JPEG", quality=75))
             assert resp.headers["X-OCR-Cache"] == "HIT" and _key(resp) in same_content
         assert stopper.calls == calls
@@ -344,7 +364,8 @@ def test_pages_over_signature_limit_are_reused_only_when_identical(client, predi
     key = _key(upload(client, png(img)))
     store = app.extensions["ocr"].store
     assert store.exists(key, "result.json") and not store.exists(key, "signature.png")
-    assert redis_client.dbsize() == 0  # not indexed: nothing to verify a near duplicate against
+    # not indexed (nothing to verify a near duplicate against): no index key, only the queue's
+    assert not [k for k in redis_client.keys("ocr:*") if not k.startswith(b"ocr:v2:model:")]
     assert _key(upload(client, png(img))) == key  # identical pixels: exact HIT
     assert upload(client, encode(img, "JPEG", quality=90)).headers["X-OCR-Cache"] == "MISS"
     assert predictor.calls == 2

@@ -1,0 +1,144 @@
+"""The queue path with RQ's real worker loop (burst mode, in this process) on the real Redis:
+an origin that loads no model, jobs keyed by content, 202 + /jobs/<key>, sync waits."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from origin import create_app
+from origin.jobs import RecognitionQueue, connect
+from origin.service import identity_of
+from origin.worker import Recognition, _worker_class, install
+
+from .helpers import page, png, upload
+
+
+@pytest.fixture
+def web(settings, predictor):
+    """An origin without a model (as under gunicorn) plus what a worker process would hold."""
+    app = create_app(replace(settings, sync_wait_s=0.3))
+    app.config["TESTING"] = True
+    svc = app.extensions["ocr"]
+    recognition = Recognition(settings, predictor=predictor, store=svc.store, index=svc.index)
+    return app, svc, recognition
+
+
+def run_worker_burst(settings, recognition: Recognition) -> None:
+    """RQ's SimpleWorker loop until the queue is empty (main thread: RQ's job timeouts use SIGALRM)."""
+    install(recognition)
+    connection = connect(settings.redis_url, read_timeout_s=10)
+    queue = RecognitionQueue(connection, settings.queue_name)
+    queue.announce(recognition.identity)
+    worker = _worker_class()([queue.queue], connection=connection)
+    assert worker.work(burst=True)
+
+
+def test_no_worker_registered_is_a_clean_503(web) -> None:
+    app, svc, _ = web
+    resp = upload(app.test_client(), png())
+    assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "queue_unavailable"
+    assert resp.headers["Retry-After"]
+    assert app.test_client().get("/readyz").get_json()["checks"]["model"].startswith("waiting")
+
+
+def test_async_upload_202_job_then_result(web, settings, predictor) -> None:
+    app, svc, recognition = web
+    svc.queue.announce(recognition.identity)
+    client = app.test_client()
+    data = png(page("Queued invoice 2026-0042"))
+    resp = upload(client, data, headers={"Prefer": "respond-async"})
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    assert resp.headers["Cache-Control"] == "no-store" and resp.headers["Retry-After"] == "1"
+    location = resp.headers["Location"]
+    key = location.rsplit("/", 1)[1]
+    assert location == f"/jobs/{key}" and key.startswith(recognition.identity.namespace)
+    state = client.get(location)
+    assert state.status_code == 200 and state.headers["Cache-Control"] == "no-store"
+    assert state.get_json() == {"key": key, "status": "queued", "position": 0, "error": None}
+    # the same content again joins the job instead of queueing a second one
+    assert upload(client, data, headers={"Prefer": "respond-async"}).headers["Location"] == location
+    assert svc.queue.queue.count == 1
+    assert predictor.calls == 0  # the origin never ran the model
+
+    run_worker_burst(settings, recognition)
+    assert predictor.calls == 1
+    done = client.get(location)
+    assert done.status_code == 303 and done.headers["Location"] == f"/results/{key}"
+    body = client.get(f"/results/{key}").get_json()
+    assert body["key"] == key and body["model"]["namespace"] == recognition.identity.namespace
+    again = upload(client, data)
+    assert again.status_code == 303 and again.headers["X-OCR-Cache"] == "HIT"
+
+
+def test_sync_wait_times_out_into_202(web) -> None:
+    app, svc, recognition = web
+    svc.queue.announce(recognition.identity)
+    t0 = time.monotonic()
+    resp = upload(app.test_client(), png(page("Nobody is working 2026-0042")))
+    assert resp.status_code == 202 and resp.headers["Location"].startswith("/jobs/")
+    assert 0.25 <= time.monotonic() - t0 < 5  # waited OCR_SYNC_WAIT_S (0.3 s), not longer
+
+
+def test_sync_wait_wakes_when_a_worker_finishes(web, settings, predictor) -> None:
+    """An upload that waits gets 303 MISS as soon as the job is done elsewhere."""
+    app, svc, recognition = web
+    app.extensions["ocr"].settings = replace(svc.settings, sync_wait_s=20.0)
+    svc.queue.announce(recognition.identity)
+    data = png(page("Waiting for a worker 2026-0042"))
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(upload(app.test_client(), data)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while svc.queue.queue.count == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run_worker_burst(settings, recognition)
+    thread.join(20)
+    assert answers and answers[0].status_code == 303 and answers[0].headers["X-OCR-Cache"] == "MISS"
+    assert predictor.calls == 1
+
+
+def test_job_and_key_validation(web) -> None:
+    app, svc, recognition = web
+    client = app.test_client()
+    assert client.get("/jobs/not-a-key").status_code == 400
+    unknown = client.get("/jobs/" + "a" * 32)
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["code"] == "not_found"
+
+
+def test_worker_refuses_a_job_of_another_model(web, settings, predictor) -> None:
+    """During a rollout a worker never stores its text under another model's key."""
+    app, svc, recognition = web
+    svc.queue.announce(replace(recognition.identity, namespace="zzzz", version="other"))
+    resp = upload(app.test_client(), png(page("Rollout 2026-0042")), headers={"Prefer": "respond-async"})
+    location = resp.headers["Location"]
+    run_worker_burst(settings, recognition)
+    state = app.test_client().get(location).get_json()
+    assert state["status"] == "failed" and "model" in state["error"]
+    assert predictor.calls == 0
+
+
+def test_identity_comes_from_the_workers(settings, predictor) -> None:
+    queue = RecognitionQueue(connect(settings.redis_url, read_timeout_s=5), settings.queue_name)
+    assert queue.identity() is None
+    queue.announce(identity_of(predictor))
+    fresh = RecognitionQueue(connect(settings.redis_url, read_timeout_s=5), settings.queue_name)
+    assert fresh.identity() == identity_of(predictor)
+
+
+def test_metrics_report_the_queue(web, settings) -> None:
+    app, svc, recognition = web
+    svc.queue.announce(recognition.identity)
+    client = app.test_client()
+    for n in range(3):
+        assert upload(client, png(page(f"Metrics {n}")), headers={"Prefer": "respond-async"}).status_code == 202
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "ocr_queue_length 3.0" in text
+    assert 'ocr_jobs{state="queued"} 3.0' in text and 'ocr_jobs{state="running"} 0.0' in text
+    assert "ocr_queue_workers 0.0" in text
+    run_worker_burst(settings, recognition)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "ocr_queue_length 0.0" in text
+    assert 'ocr_job_seconds_count{outcome="ok"}' in text  # this process ran the worker loop
