@@ -29,6 +29,10 @@ MAX_BATCH_COLUMNS = 16_000
 # always texture (fabric, foliage, photo edges) that the classical line finder took for text:
 # real text reads at 0.9+ per character. Lone crops given as a single line are never filtered.
 MIN_PAGE_CHAR_CONFIDENCE = 0.5
+# What a result holds besides the weights' reading: line finding, orientation, word boxes, table
+# rows. Part of the model version (and so of the key namespace upstream): bump it when a change to
+# the pipeline changes results, so results made before are not reused as if made now.
+PIPELINE_VERSION = "p2"
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
 # Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this
@@ -115,7 +119,7 @@ class Predictor:
         assert len(charset) == model.cfg.num_classes, "charset does not match the model head"
         # The version names the exact weights: a retrained file gives a new key namespace upstream.
         digest = hashlib.sha256(data).hexdigest()[:12]
-        version = f"{meta.get('version', 'dev')}-{digest}"
+        version = f"{meta.get('version', 'dev')}.{PIPELINE_VERSION}-{digest}"
         det = None
         if detector:
             det_data = (DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)).read_bytes()
