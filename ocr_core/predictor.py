@@ -16,7 +16,7 @@ from ocr_core.detect import DEFAULT_DETECTOR_WEIGHTS, TextDetector, looks_like_p
 from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
 from ocr_core.model import CRNN, INPUT_HEIGHT, load_crnn
 from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
-from ocr_core.preprocess import MIN_BATCH_WIDTH, batch_lines, prepare_line
+from ocr_core.preprocess import MIN_BATCH_WIDTH, batch_lines, prepare_line, to_rgb_array
 from ocr_core.words import Word, apply, polygon_and_box, translation, word_boxes
 
 logger = logging.getLogger(__name__)
@@ -359,9 +359,7 @@ def _freeze(model: CRNN) -> torch.nn.Module:
 
 def _as_rgb_array(image) -> np.ndarray:
     if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            return np.stack([image] * 3, axis=-1)
-        return np.ascontiguousarray(image[:, :, :3])
+        return np.ascontiguousarray(to_rgb_array(image))
     from PIL import Image
 
     if not isinstance(image, Image.Image):

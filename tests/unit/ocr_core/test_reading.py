@@ -31,11 +31,6 @@ LINES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.load()
-
-
 @pytest.mark.parametrize("text", LINES)
 def test_reads_rendered_lines_exactly(predictor: Predictor, text: str) -> None:
     result = predictor.read(render_line(text, size=28), single_line=True)
