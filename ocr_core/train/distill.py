@@ -247,6 +247,11 @@ def train(args: argparse.Namespace) -> None:
         model.load_state_dict({k: v.float() for k, v in ck["model"].items()}, strict=False)
         opt.load_state_dict(ck["opt"])
         elapsed_before, step, run_index = ck["elapsed"], ck["step"], ck["run_index"] + 1
+    elif args.warm:
+        # A new schedule (fresh optimizer, lr warm-up and cosine again) from a finished run's
+        # student: more data or a lower peak after the first schedule has decayed.
+        ck = torch.load(args.warm, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in ck["model"].items()}, strict=False)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in trainable(model):
@@ -354,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--max-width", type=int, default=1600)
     t = sub.add_parser("train", help="fit the BiLSTM on the shards")
     t.add_argument("--init", type=Path, required=True, help="converted model (convert_ppocr_v6)")
-    t.add_argument("--resume", type=Path)
+    t.add_argument("--resume", type=Path, help="continue a run (its optimizer and schedule)")
+    t.add_argument("--warm", type=Path, help="start a new schedule from a run's ckpt.pt student")
     t.add_argument("--shards", type=Path, required=True)
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--run-s", type=float, default=600)
