@@ -109,7 +109,7 @@ bench-ocr: bench-deps
 evaluate: deps
 	$(PY) -m ocr_core.evaluate $(EVAL)
 
-# Reproduce the shipped weights (fetch + convert the warm start, fonts, corpus, train, install).
+# Reproduce the shipped weights (fetch + convert PP-OCRv6, fonts, corpus, distil the BiLSTM, install).
 weights: deps
 	$(PY) -m ocr_core.train.reproduce --install
 

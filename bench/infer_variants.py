@@ -27,7 +27,7 @@ from ocr_core.decode import greedy_decode  # noqa: E402
 from ocr_core.evaluate import load_items  # noqa: E402
 from ocr_core.images import load_image  # noqa: E402
 from ocr_core.predictor import _freeze  # noqa: E402
-from ocr_core.preprocess import prepare_line  # noqa: E402
+from ocr_core.preprocess import batch_lines, prepare_line  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     model = pred.model
     items = [it for it in load_items(args.eval_dir, ["real", "render"]) if it.kind == "lines"]
     items = items[:: max(1, len(items) // args.n)][: args.n]
-    xs = [torch.from_numpy(prepare_line(np.asarray(load_image(it.file.read_bytes()))))[None, None] for it in items]
+    # Each line as the predictor batches it alone: padded to the minimum batch width.
+    xs = [torch.from_numpy(batch_lines([prepare_line(np.asarray(load_image(it.file.read_bytes())))])[0])
+          for it in items]
 
     def fp32(x: torch.Tensor) -> torch.Tensor:
         return model(x)

@@ -13,6 +13,21 @@ class ImageLoadError(ValueError):
     """The bytes are not an image we can read."""
 
 
+# Mean grey level of the opaque pixels above which they are taken for light ink (composited on black).
+LIGHT_INK = 160
+
+
+def _backdrop(grey: Image.Image, alpha: Image.Image) -> tuple[int, int, int]:
+    import numpy as np
+
+    g, a = np.asarray(grey), np.asarray(alpha)
+    opaque = a > 127
+    # Fully opaque images have no backdrop to choose; mostly transparent ones are judged on their ink.
+    if opaque.all() or not opaque.any():
+        return (255, 255, 255)
+    return (0, 0, 0) if float(g[opaque].mean()) > LIGHT_INK else (255, 255, 255)
+
+
 def load_image(data: bytes) -> Image.Image:
     """Bytes → RGB PIL image, EXIF orientation applied, transparency flattened on white."""
     try:
@@ -29,13 +44,16 @@ def load_image(data: bytes) -> Image.Image:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB with transparency composited on white (what a viewer shows on a white page)."""
+    """RGB with transparency composited on white (what a viewer shows on a white page), or on
+    black when what is opaque is mostly light: white text on a transparent background (a logo, a
+    watermark, a caption layer) would vanish on white."""
     if img.mode == "RGB":
         return img
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
+        alpha = rgba.getchannel("A")
+        background = Image.new("RGB", rgba.size, _backdrop(rgba.convert("L"), alpha))
+        background.paste(rgba, mask=alpha)
         return background
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: scale to 8 bit rather than clip

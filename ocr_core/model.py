@@ -1,11 +1,12 @@
-"""The CRNN: a MobileNetV1-style convolutional feature extractor → 2-layer BiLSTM → linear → CTC.
+"""The CRNN: a convolutional feature extractor → 2-layer BiLSTM → linear → linear → CTC.
 
-The layout follows PP-OCRv2's recognizer (MobileNetV1Enhance, scale 0.5) so that its Apache-2.0
-weights can warm-start ours (see `ocr_core.train.convert_ppocr`), but the input is a single grey
-channel: preprocessing normalises colour away, and the first convolution's RGB kernels are summed.
+The CNN is PP-OCRv6 small's (Apache-2.0, from the `rapidocr==3.10.0` wheel), written out by hand
+and loaded by our converter (`ocr_core.train.convert_ppocr_v6`); so is the final classifier. The
+sequence model between them is ours: a BiLSTM trained by distillation from PP-OCRv6's own
+attention neck (`ocr_core.train.distill`), so the product stays a CRNN.
 
-Class 0 is the CTC blank. Input height must be 32; width is free (≥ 8) and every 4 input columns
-become one output time step, so long lines are never cut.
+Class 0 is the CTC blank, the last class the space. Input: colour (BGR) scaled to [-1, 1], height
+48; width is free and every 8 input columns become one output time step, so long lines are never cut.
 """
 from __future__ import annotations
 
@@ -16,21 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-INPUT_HEIGHT = 32
-WIDTH_STRIDE = 4  # input columns per CTC time step
-
-
-class ConvBNAct(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, stride: int | tuple[int, int] = 1,
-                 groups: int = 1, act: bool = True) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=1e-5)
-        self.act = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
-        return F.hardswish(x) if self.act else x
+INPUT_HEIGHT = 48
+WIDTH_STRIDE = 8  # input columns per CTC time step
 
 
 class SqueezeExcite(nn.Module):
@@ -49,63 +37,137 @@ class SqueezeExcite(nn.Module):
         return x * torch.clamp(self.slope * s + 0.5, 0.0, 1.0)
 
 
-class DepthwiseSeparable(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, stride: int | tuple[int, int], se: bool) -> None:
+class ConvAct(nn.Module):
+    """Convolution with a bias (its BatchNorm already folded in by the exporter), then an activation."""
+
+    def __init__(self, cin: int, cout: int, k: int | tuple[int, int], stride: int | tuple[int, int] = 1,
+                 groups: int = 1, act: str | None = None, padding: int | str | None = None) -> None:
         super().__init__()
-        self.dw = ConvBNAct(cin, cin, k, stride=stride, groups=cin)
-        self.se = SqueezeExcite(cin) if se else nn.Identity()
-        self.pw = ConvBNAct(cin, cout, 1)
+        kh, kw = (k, k) if isinstance(k, int) else k
+        pad = (kh // 2, kw // 2) if padding is None else padding
+        self.conv = nn.Conv2d(cin, cout, (kh, kw), stride=stride, padding=pad, groups=groups, bias=True)
+        self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pw(self.se(self.dw(x)))
+        x = self.conv(x)
+        if self.act == "relu":
+            return F.relu(x)
+        if self.act == "gelu":
+            return F.gelu(x)            # exact (erf) GELU, as the exported graph computes it
+        return x
 
 
-# (cin, cout, kernel, stride, squeeze-excite); strides (2, 1) halve the height only.
-_BLOCKS: list[tuple[int, int, int, int | tuple[int, int], bool]] = [
-    (16, 32, 3, 1, False),
-    (32, 64, 3, 1, False),
-    (64, 64, 3, 1, False),
-    (64, 128, 3, (2, 1), False),
-    (128, 128, 3, 1, False),
-    (128, 256, 3, (2, 1), False),
-    *[(256, 256, 5, 1, False)] * 5,
-    (256, 512, 5, (2, 1), True),
-    (512, 512, 5, 1, True),
+class Stem(nn.Module):
+    """HGNet-style stem: 3x3/2 → (2x2 → 2x2 ‖ 2x2 max-pool) → concat → 3x3/2 → 1x1.
+
+    N x 3 x 48 x W → N x 96 x 12 x W/4. The 2x2 convolutions and the pool pad one row and one
+    column at the bottom/right ("SAME_UPPER"), so the spatial size is kept."""
+
+    def __init__(self, c_mid: int = 48, c_out: int = 96) -> None:
+        super().__init__()
+        self.conv1 = ConvAct(3, c_mid, 3, stride=2, act="relu")
+        self.conv2a = ConvAct(c_mid, c_mid // 2, 2, act="relu", padding=0)
+        self.conv2b = ConvAct(c_mid // 2, c_mid, 2, act="relu", padding=0)
+        self.conv3 = ConvAct(2 * c_mid, c_mid, 3, stride=2, act="relu")
+        self.conv4 = ConvAct(c_mid, c_out, 1, act="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)                                          # N x 48 x H/2 x W/2
+        a = self.conv2b(F.pad(self.conv2a(F.pad(x, (0, 1, 0, 1))), (0, 1, 0, 1)))
+        b = F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 2, 1)
+        x = self.conv3(torch.cat([b, a], dim=1))                   # N x 48 x H/4 x W/4
+        return self.conv4(x)                                       # N x 96 x H/4 x W/4
+
+
+class MixerBlock(nn.Module):
+    """Token mixer (3x3 depthwise, re-parameterised: its identity branch is folded into the kernel;
+    optional squeeze-excite) then a residual channel mixer (1x1 expand x2 → GELU → 1x1)."""
+
+    def __init__(self, c: int, se: bool) -> None:
+        super().__init__()
+        self.dw = ConvAct(c, c, 3, groups=c)
+        self.se = SqueezeExcite(c) if se else nn.Identity()
+        self.expand = ConvAct(c, 2 * c, 1, act="gelu")
+        self.reduce = ConvAct(2 * c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.se(self.dw(x))
+        return x + self.reduce(self.expand(x))
+
+
+class Downsample(nn.Module):
+    """Halves the height only: 3x3 depthwise stride (2, 1) → 1x1 widen → GELU → 1x1."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.dw = ConvAct(cin, cin, 3, stride=(2, 1), groups=cin)
+        self.pw1 = ConvAct(cin, cout, 1, act="gelu")
+        self.pw2 = ConvAct(cout, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw2(self.pw1(self.dw(x)))
+
+
+# Stages of the PP-OCRv6 small recognizer's CNN: channels and, per block, squeeze-excite or not.
+_STAGES: list[tuple[int, tuple[bool, ...]]] = [
+    (96, (True, False, False)),
+    (192, (True, False, True, False, True, False)),
+    (384, (True, False)),
 ]
+FEATURE_CHANNELS = 384
+
+
+class RecBackbone(nn.Module):
+    """PP-OCRv6 small's convolutional feature extractor, written out by hand so that its
+    Apache-2.0 weights load by name (`ocr_core.train.convert_ppocr_v6`).
+
+    N x 3 x 48 x W float in [-1, 1] (BGR) → N x 384 x 1 x W/8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [Stem(48, _STAGES[0][0])]
+        for i, (c, ses) in enumerate(_STAGES):
+            if i:
+                layers.append(Downsample(_STAGES[i - 1][0], c))
+            layers += [MixerBlock(c, se) for se in ses]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(x)                                         # N x 384 x 3 x W/4
+        return F.avg_pool2d(x, (3, 2), (3, 2))                     # N x 384 x 1 x W/8
 
 
 @dataclass(frozen=True)
 class CRNNConfig:
-    num_classes: int            # including the blank at index 0
-    hidden: int = 64            # LSTM hidden size per direction
-    head_mid: int = 96          # width of the bottleneck between the two linear layers
-    in_channels: int = 1
+    num_classes: int            # including the blank at index 0 (and the space as a class)
+    hidden: int = 128           # LSTM hidden size per direction
+    proj: int = 120             # width of the vector the classifier reads (the teacher's)
 
 
 class CRNN(nn.Module):
-    """N x 1 x 32 x W float in [-1, 1] → N x T x C log-probabilities, T = W // 4."""
+    """CNN → 2-layer BiLSTM → linear (2H → 120) → linear classifier → CTC log-probabilities.
+
+    N x 3 x 48 x W float in [-1, 1] → N x T x C, T = W // 8."""
 
     def __init__(self, cfg: CRNNConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.stem = ConvBNAct(cfg.in_channels, 16, 3, stride=2)
-        self.blocks = nn.Sequential(*[DepthwiseSeparable(*b) for b in _BLOCKS])
-        self.rnn = nn.LSTM(512, cfg.hidden, num_layers=2, bidirectional=True, batch_first=True)
-        self.fc1 = nn.Linear(2 * cfg.hidden, cfg.head_mid)
-        self.fc2 = nn.Linear(cfg.head_mid, cfg.num_classes)
+        self.backbone = RecBackbone()
+        self.rnn = nn.LSTM(FEATURE_CHANNELS, cfg.hidden, num_layers=2, bidirectional=True, batch_first=True)
+        self.proj = nn.Linear(2 * cfg.hidden, cfg.proj)
+        self.head = nn.Linear(cfg.proj, cfg.num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[2] == INPUT_HEIGHT, f"input height must be {INPUT_HEIGHT}, got {x.shape[2]}"
-        x = self.stem(x)                        # N x 16 x 16 x W/2
-        x = self.blocks(x)                      # N x 512 x 2 x W/2
-        x = F.max_pool2d(x, 2, 2)               # N x 512 x 1 x W/4
-        assert x.shape[2] == 1, "conv height must reach 1"
-        return x.squeeze(2).transpose(1, 2)     # N x T x 512
+        return self.backbone(x).squeeze(2).transpose(1, 2)        # N x T x 384
+
+    def sequence(self, feats: torch.Tensor) -> torch.Tensor:
+        """N x T x 384 CNN features → N x T x 120, the vector the classifier reads."""
+        seq, _ = self.rnn(feats)                                   # N x T x 2H
+        return self.proj(seq)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seq = self.features(x)                  # N x T x 512
-        seq, _ = self.rnn(seq)                  # N x T x 128
-        logits = self.fc2(self.fc1(seq))        # N x T x C
+        logits = self.head(self.sequence(self.features(x)))       # N x T x C
         return F.log_softmax(logits.float(), dim=-1)
 
 
@@ -143,6 +205,5 @@ def save_crnn(model: CRNN, path: str, meta: dict, *, half: bool = True) -> None:
     """Write weights (fp16 by default: identical CER at half the size) with config and charset."""
     cfg = model.cfg
     meta = dict(meta)
-    meta["config"] = {"num_classes": cfg.num_classes, "hidden": cfg.hidden,
-                      "head_mid": cfg.head_mid, "in_channels": cfg.in_channels}
+    meta["config"] = {"num_classes": cfg.num_classes, "hidden": cfg.hidden, "proj": cfg.proj}
     write_weights(model, path, meta, half=half)

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from ocr_core.charset import Charset
-from ocr_core.decode import greedy_decode
+from ocr_core.decode import Decoded, greedy_decode
 from ocr_core.detect import DEFAULT_DETECTOR_WEIGHTS, TextDetector, looks_like_photo
 from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
-from ocr_core.model import CRNN, load_crnn
-from ocr_core.preprocess import prepare_line
+from ocr_core.model import CRNN, INPUT_HEIGHT, load_crnn
 from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
+from ocr_core.preprocess import MIN_BATCH_WIDTH, batch_lines, prepare_line, to_rgb_array
 from ocr_core.words import Word, apply, polygon_and_box, translation, word_boxes
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,10 @@ MAX_BATCH_COLUMNS = 16_000
 # always texture (fabric, foliage, photo edges) that the classical line finder took for text:
 # real text reads at 0.9+ per character. Lone crops given as a single line are never filtered.
 MIN_PAGE_CHAR_CONFIDENCE = 0.5
+# What a result holds besides the weights' reading: line finding, orientation, word boxes, table
+# rows. Part of the model version (and so of the key namespace upstream): bump it when a change to
+# the pipeline changes results, so results made before are not reused as if made now.
+PIPELINE_VERSION = "p2"
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
 # Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this
@@ -115,7 +119,7 @@ class Predictor:
         assert len(charset) == model.cfg.num_classes, "charset does not match the model head"
         # The version names the exact weights: a retrained file gives a new key namespace upstream.
         digest = hashlib.sha256(data).hexdigest()[:12]
-        version = f"{meta.get('version', 'dev')}-{digest}"
+        version = f"{meta.get('version', 'dev')}.{PIPELINE_VERSION}-{digest}"
         det = None
         if detector:
             det_data = (DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)).read_bytes()
@@ -139,37 +143,34 @@ class Predictor:
             self.detector.find_lines(page)
 
     # ------------------------------------------------------------------------------------------
-    def recognize(self, crops: list[np.ndarray]) -> list:
-        """Line crops (RGB or grey uint8) → list of `Decoded`, batching crops of similar width."""
-        prepared = [prepare_line(c) for c in crops]
-        order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[1])
-        results: list = [None] * len(prepared)
+    def recognize(self, crops: list[np.ndarray]) -> list[Decoded]:
+        """Line crops (RGB or grey uint8) → one `Decoded` per crop, batching crops of similar width."""
+        prepared = [prepare_line(c) for c in crops]                   # 3 x 48 x W_i each
+        order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[2])
+        results: list[Decoded | None] = [None] * len(prepared)
         batch: list[int] = []
 
         def flush() -> None:
             if not batch:
                 return
-            wmax = max(prepared[i].shape[1] for i in batch)
-            x = np.ones((len(batch), 1, 32, wmax), dtype=np.float32)    # N x 1 x 32 x W, 1.0 = white
-            for j, i in enumerate(batch):
-                x[j, 0, :, : prepared[i].shape[1]] = prepared[i]
+            x, steps = batch_lines([prepared[i] for i in batch])      # N x 3 x 48 x W, valid steps
             with torch.inference_mode():
                 lp = self.runner(torch.from_numpy(x)).numpy()           # N x T x C
             for j, i in enumerate(batch):
-                steps = prepared[i].shape[1] // 4
-                results[i] = greedy_decode(lp[j, :steps], self.charset)
+                results[i] = greedy_decode(lp[j, : steps[j]], self.charset)
             batch.clear()
 
         for i in order:
-            w = prepared[i].shape[1]
-            if batch and (len(batch) + 1) * max(w, prepared[batch[-1]].shape[1]) > MAX_BATCH_COLUMNS:
+            w = prepared[i].shape[2]
+            if batch and (len(batch) + 1) * max(w, MIN_BATCH_WIDTH) > MAX_BATCH_COLUMNS:
                 flush()
-            # Keep widths within 1.5x inside a batch: padding changes what the BiLSTM sees.
-            if batch and w > 1.5 * prepared[batch[0]].shape[1]:
+            # Keep widths within 1.5x inside a batch: padding changes what the CNN's squeeze-excite
+            # pools over and what the BiLSTM sees.
+            if batch and w > 1.5 * max(prepared[batch[0]].shape[2], MIN_BATCH_WIDTH):
                 flush()
             batch.append(i)
         flush()
-        return results
+        return [r for r in results if r is not None]
 
     def read(self, image, *, single_line: bool = False, finder: str = "auto", orient: bool = True) -> OcrResult:
         """Read a PIL image or an H x W x 3 uint8 RGB array; lines come back in reading order.
@@ -348,7 +349,7 @@ def _freeze(model: CRNN) -> torch.nn.Module:
     import copy
     import warnings
 
-    example = torch.zeros(2, 1, 32, 64).contiguous(memory_format=torch.channels_last)
+    example = torch.zeros(2, 3, INPUT_HEIGHT, MIN_BATCH_WIDTH).contiguous(memory_format=torch.channels_last)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarning: the shape asserts are checked once here
         twin = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
@@ -358,9 +359,7 @@ def _freeze(model: CRNN) -> torch.nn.Module:
 
 def _as_rgb_array(image) -> np.ndarray:
     if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            return np.stack([image] * 3, axis=-1)
-        return np.ascontiguousarray(image[:, :, :3])
+        return np.ascontiguousarray(to_rgb_array(image))
     from PIL import Image
 
     if not isinstance(image, Image.Image):

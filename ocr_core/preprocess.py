@@ -1,80 +1,70 @@
 """Line-crop preprocessing shared by inference and training (one code path, so they never drift).
 
-grey → dark text on a light background (dark mode inverted) → contrast stretch → height 32 →
-float in [-1, 1]. Colour carries no text information here, and removing it lets one model serve
-dark mode, coloured backgrounds and photos alike.
+RGB (or grey) crop → height 48 with the aspect kept (never cropped: a very long line is squeezed
+to `MAX_WIDTH`) → BGR scaled to [-1, 1] → a batch padded on the right with zeros (mid grey) to at
+least `MIN_BATCH_WIDTH` columns. This is exactly what the PP-OCRv6 CNN saw in training (RapidOCR
+feeds it the same way), and its squeeze-excite blocks pool over the whole padded width, so the
+padding rule is part of the model: the distillation features were computed with it too.
+Colour is kept: the CNN was trained on colour photos, dark mode included.
 """
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
 
 from ocr_core.model import INPUT_HEIGHT, WIDTH_STRIDE
 
-MIN_WIDTH = 16       # input columns; 4 CTC steps
-MAX_WIDTH = 4096     # a 1,000-character line still fits; wider crops are squeezed, never cut
+MIN_WIDTH = WIDTH_STRIDE      # one CTC step
+MAX_WIDTH = 4096              # 512 steps: a 250-character line still fits; wider crops are squeezed
+MIN_BATCH_WIDTH = 320         # batches are padded to at least this many columns (see above)
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """H x W x 3 RGB (or H x W grey) uint8 → H x W uint8."""
+def to_rgb_array(image: np.ndarray) -> np.ndarray:
+    """H x W grey, H x W x 3 RGB or H x W x 4 RGBA (alpha ignored: callers flatten it) → H x W x 3."""
     if image.ndim == 2:
-        return image
-    if image.shape[2] == 4:
-        image = image[:, :, :3]
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-
-def normalise_contrast(gray: np.ndarray) -> np.ndarray:
-    """Make text dark on light and stretch the 2nd-98th percentile range to 0-255."""
-    if gray.size == 0:
-        return gray
-    # The border of a line crop is background (the line finder pads it). Pixels far from it are
-    # ink; if the ink is brighter than the background (dark mode, white on colour), invert.
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).astype(np.int16)
-    bg = int(np.median(border))
-    diff = gray.astype(np.int16) - bg
-    ink = np.abs(diff) > 30
-    if (float(diff[ink].mean()) > 0) if ink.any() else bg < 128:
-        gray = 255 - gray
-    lo, hi = np.percentile(gray, (2, 98))
-    if hi - lo < 8:  # flat crop: nothing to stretch, avoid amplifying noise
-        return gray
-    out = (gray.astype(np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def resize_to_height(gray: np.ndarray, height: int = INPUT_HEIGHT) -> np.ndarray:
-    """Keep the aspect ratio; width rounded to the CTC stride and clamped to [MIN_WIDTH, MAX_WIDTH]."""
-    h, w = gray.shape[:2]
-    new_w = int(round(w * height / max(h, 1)))
-    new_w = max(MIN_WIDTH, min(MAX_WIDTH, (new_w + WIDTH_STRIDE - 1) // WIDTH_STRIDE * WIDTH_STRIDE))
-    interp = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
-    return cv2.resize(gray, (new_w, height), interpolation=interp)
+        return np.repeat(image[:, :, None], 3, axis=2)
+    return image[:, :, :3]
 
 
 def prepare_line_u8(image: np.ndarray) -> np.ndarray:
-    """A line crop (RGB or grey uint8) → 32 x W uint8, contrast-normalised, dark text on light."""
-    return resize_to_height(normalise_contrast(to_gray(image)))
+    """A line crop (RGB or grey uint8) → 48 x W x 3 uint8 RGB, W = ceil(48 · w / h) within limits."""
+    rgb = to_rgb_array(image)
+    h, w = rgb.shape[:2]
+    new_w = max(MIN_WIDTH, min(MAX_WIDTH, math.ceil(w * INPUT_HEIGHT / max(h, 1))))
+    return cv2.resize(np.ascontiguousarray(rgb), (new_w, INPUT_HEIGHT), interpolation=cv2.INTER_LINEAR)
 
 
-def to_model_input(gray32: np.ndarray) -> np.ndarray:
-    """32 x W uint8 → 32 x W float32 in [-1, 1] (the scaling the warm-start weights expect)."""
-    return gray32.astype(np.float32) / 127.5 - 1.0
+def to_model_input(rgb48: np.ndarray) -> np.ndarray:
+    """48 x W x 3 uint8 RGB → 3 x 48 x W float32 BGR in [-1, 1] (the CNN's training-time scaling)."""
+    return (rgb48[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 127.5) - 1.0
 
 
 def prepare_line(image: np.ndarray) -> np.ndarray:
-    """A line crop (RGB or grey uint8) → 32 x W float32 in [-1, 1], ready for the CRNN."""
+    """A line crop (RGB or grey uint8) → 3 x 48 x W float32, ready for the CRNN."""
     return to_model_input(prepare_line_u8(image))
 
 
-def batch_lines(lines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Pad prepared lines (32 x W_i) on the right with white to one N x 1 x 32 x W_max batch.
+def steps_for_width(width: int) -> int:
+    """CTC steps that cover a line of `width` input columns (the last one may be partly padding)."""
+    return -(-width // WIDTH_STRIDE)
 
-    Returns the batch and each line's number of valid CTC time steps.
+
+def batch_width(widths: list[int]) -> int:
+    """The padded width of a batch: the widest line, at least MIN_BATCH_WIDTH, a multiple of the stride."""
+    w = max(MIN_BATCH_WIDTH, *widths)
+    return -(-w // WIDTH_STRIDE) * WIDTH_STRIDE
+
+
+def batch_lines(lines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad prepared lines (3 x 48 x W_i) on the right with zeros to one N x 3 x 48 x W batch.
+
+    Returns the batch and each line's number of valid CTC steps.
     """
-    wmax = max(x.shape[1] for x in lines)
-    batch = np.ones((len(lines), 1, INPUT_HEIGHT, wmax), dtype=np.float32)  # 1.0 == white
+    wmax = batch_width([x.shape[2] for x in lines])
+    batch = np.zeros((len(lines), 3, INPUT_HEIGHT, wmax), dtype=np.float32)   # 0.0 == mid grey
     for i, x in enumerate(lines):
-        batch[i, 0, :, : x.shape[1]] = x
-    steps = np.array([x.shape[1] // WIDTH_STRIDE for x in lines], dtype=np.int64)
+        batch[i, :, :, : x.shape[2]] = x
+    steps = np.array([steps_for_width(x.shape[2]) for x in lines], dtype=np.int64)
     return batch, steps

@@ -123,8 +123,10 @@ class RecognitionQueue:
         except redis.RedisError as exc:
             logger.warning("model identity not refreshed error=%s", exc)
             return self._identity
-        self._identity_at = now
         if raw is not None:
+            # Only an answer is cached: while no worker has announced, every upload asks again,
+            # so the first uploads after the first worker starts are not refused for the TTL.
+            self._identity_at = now
             identity = ModelIdentity.from_json(raw)
             if self._identity is not None and identity != self._identity:
                 logger.info("workers' model changed from %s to %s", self._identity.version, identity.version)

@@ -23,7 +23,7 @@ import torch
 
 from ocr_core.detect import detector_input
 from ocr_core.detector_model import DBNet, load_dbnet, save_dbnet
-from ocr_core.train.convert_ppocr import _onnx_tensors
+from ocr_core.train.convert_ppocr_v6 import onnx_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _index(name: str) -> int:
 
 
 def convert(onnx_path: Path) -> DBNet:
-    tensors, nodes = _onnx_tensors(onnx_path)   # folded biases are Constant nodes too
+    tensors, nodes = onnx_tensors(onnx_path)   # folded biases are Constant nodes too
     producer = {o: n for n in nodes for o in n.output}
     consumers: dict[str, list] = {}
     for n in nodes:

@@ -257,7 +257,7 @@ def load_ingredients(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="build the corpus ingredients file")
-    p.add_argument("--charset", type=Path, default=Path(__file__).resolve().parents[1] / "weights" / "charset.txt")
+    p.add_argument("--charset", type=Path, default=Path(__file__).resolve().parent / "text_charset.txt")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--show", type=int, default=0, help="print N sample lines after building")
     args = p.parse_args(argv)

@@ -97,7 +97,7 @@ def _subset(font, chars: str, dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--charset", type=Path, default=Path(__file__).resolve().parents[1] / "weights" / "charset.txt")
+    p.add_argument("--charset", type=Path, default=Path(__file__).resolve().parent / "text_charset.txt")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

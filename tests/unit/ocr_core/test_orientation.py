@@ -20,11 +20,6 @@ PAGE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.load()
-
-
 @pytest.mark.parametrize("rotation", [0, 90, 180, 270])
 def test_turn_and_its_inverse_map_every_pixel_back(rotation: int) -> None:
     img = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)

@@ -16,11 +16,6 @@ QTY = ["Qty", "30", "12", "15"]
 PRICE = ["Price", "$1.20", "$0.80", "$25.00"]
 
 
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.load()
-
-
 def table_page():
     return render_lines(ITEM + QTY + PRICE, size=24, gap=0.4, columns=3, column_gap=110)
 

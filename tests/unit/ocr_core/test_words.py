@@ -21,11 +21,6 @@ LINES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.load()
-
-
 def test_words_split_at_spaces_and_each_cjk_character() -> None:
     text = " Total: ¥25.00 单价Price，共3件"
     assert [text[a:b] for a, b in split_words(text)] == ["Total:", "¥25.00", "单", "价", "Price", "，", "共", "3", "件"]
