@@ -75,7 +75,10 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     with running(redis_server, s3):
         yield {**s3.env, "OCR_REDIS_URL": redis_server.url, "OCR_STORAGE_URL": f"s3://{s3.bucket}/results",
                "OCR_SECRET": secrets.token_hex(32), "OCR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-               "OCR_LOG_LEVEL": "INFO"}
+               "OCR_LOG_LEVEL": "INFO",
+               # Time limits are not under test here (tests/unit/origin/test_jobs.py): on a
+               # busy shared machine a nice-10 worker took over 78 s for one 1.9 Mpx page.
+               "OCR_JOB_TIMEOUT_MIN_S": "600"}
 
 
 @pytest.fixture(scope="module")

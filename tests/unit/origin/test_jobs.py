@@ -213,3 +213,20 @@ def test_job_heartbeat_beats_the_running_job_only(monkeypatch) -> None:
     heart.end()
     assert "job-2" in beats[first:] and set(beats[first:]) == {"job-2"}
     assert heart._thread is thread  # the same thread, not one per job
+
+
+def test_a_job_over_its_time_limit_fails_with_a_readable_reason(web, settings, predictor, monkeypatch) -> None:
+    """The limit grows with the pixels (capped); a job past it fails, and says why."""
+    limits = replace(settings, job_timeout_min_s=60, job_seconds_per_mpx=10.0, job_timeout_max_s=600)
+    assert limits.job_timeout(0) == 60 and limits.job_timeout(6300 * 6300) == 456
+    assert limits.job_timeout(10**9) == 600
+    app, svc, recognition = web
+    svc.queue.announce(recognition.identity)
+    monkeypatch.setattr(svc, "settings", replace(svc.settings, job_timeout_min_s=1, job_seconds_per_mpx=0.0,
+                                                 job_timeout_max_s=1))
+    monkeypatch.setattr(predictor, "delay", 2.5)
+    client = app.test_client()
+    location = upload(client, png(page("Too slow 2026-0042")), headers={"Prefer": "respond-async"}).headers["Location"]
+    run_worker_burst(settings, recognition)
+    state = client.get(location).get_json()
+    assert state["status"] == "failed" and "longer than its limit of 1 s" in state["error"], state
