@@ -124,7 +124,7 @@ class Predictor:
         det = None
         if detector:
             det_data = (DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)).read_bytes()
-            det = TextDetector.load(det_data)
+            det = TextDetector.load(det_data, engine=engine, threads=threads)
             # The detector changes what pages read as, so it is part of the version (and of the
             # cache key namespace upstream).
             version += "-db" + hashlib.sha256(det_data).hexdigest()[:8]
