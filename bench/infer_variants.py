@@ -1,6 +1,7 @@
 """CPU inference variants of the shipped CRNN: fp32 eager, bf16 autocast, TorchScript (trace+freeze),
-TorchScript optimised for inference (BatchNorm folded, oneDNN layouts), channels-last memory, and
-TorchScript on a channels-last copy (what `Predictor` runs by default).
+TorchScript optimised for inference (BatchNorm folded, oneDNN layouts), channels-last memory,
+TorchScript on a channels-last copy (`ocr_core.runtime.TorchRunner`) and onnxruntime on an export
+of the module (`ocr_core.runtime.OnnxRunner`, what `Predictor` runs by default).
 
     .venv/bin/python bench/infer_variants.py ../shared/eval [--threads 1] [--n 120]
 
@@ -23,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ocr_core import Predictor  # noqa: E402
-from ocr_core.decode import greedy_decode  # noqa: E402
+from ocr_core.decode import collapse_path  # noqa: E402
 from ocr_core.evaluate import load_items  # noqa: E402
 from ocr_core.images import load_image  # noqa: E402
-from ocr_core.predictor import _freeze  # noqa: E402
 from ocr_core.preprocess import batch_lines, prepare_line  # noqa: E402
+from ocr_core.runtime import OnnxRunner, TorchRunner  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=120)
     args = p.parse_args(argv)
 
-    pred = Predictor.load(threads=args.threads, jit=False, detector=False)
+    pred = Predictor.load(threads=args.threads, detector=False)
     model = pred.model
     items = [it for it in load_items(args.eval_dir, ["real", "render"]) if it.kind == "lines"]
     items = items[:: max(1, len(items) // args.n)][: args.n]
@@ -62,10 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         def channels_last(x: torch.Tensor) -> torch.Tensor:
             return model_cl(x.contiguous(memory_format=torch.channels_last))
 
-        shipped = _freeze(model)
-        variants = {"fp32": fp32, "bf16-autocast": bf16, "torchscript": lambda x: scripted(x),
-                    "ts-optimised": lambda x: optimised(x), "channels-last": channels_last,
-                    "ts-channels-last": lambda x: shipped(x)}
+        frozen_cl, onnx = TorchRunner(model), OnnxRunner(model, threads=args.threads)
+
+        def path(lp: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+            best, ids = lp[0].float().max(-1)
+            return ids.numpy(), best.numpy()
+
+        variants = {"fp32": lambda x: path(fp32(x)), "bf16-autocast": lambda x: path(bf16(x)),
+                    "torchscript": lambda x: path(scripted(x)), "ts-optimised": lambda x: path(optimised(x)),
+                    "channels-last": lambda x: path(channels_last(x)),
+                    "ts-channels-last": lambda x: tuple(a[0] for a in frozen_cl(x.numpy())),
+                    "onnxruntime": lambda x: tuple(a[0] for a in onnx(x.numpy()))}
         for f in variants.values():
             for x in xs[:3]:
                 f(x)
@@ -76,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             names = names[i % len(names):] + names[: i % len(names)]
             for k in names:
                 t0 = time.perf_counter()
-                lp = variants[k](x)
+                ids, lp = variants[k](x)
                 times[k].append((time.perf_counter() - t0) * 1e3)
-                texts[k].append(greedy_decode(lp[0].float().numpy(), pred.charset).text)
+                texts[k].append(collapse_path(ids, lp, pred.charset).text)
     base = statistics.median(times["fp32"])
     print(f"{len(xs)} line crops, {args.threads} thread(s), model forward only")
     for k in variants:

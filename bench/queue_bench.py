@@ -2,17 +2,17 @@
 """Recognition queue benchmark: upload throughput against 1, 2 and 4 workers, and the MISS
 latency of a one-line image through the queue against the in-request recognition it replaced.
 
-    .venv/bin/python bench/queue_bench.py                          # 1, 2, 4 workers
-    .venv/bin/python bench/queue_bench.py --baseline /tmp/before   # + a checkout from before the
-                                                                   #   queue (git worktree add ...)
+    .venv/bin/python bench/queue_bench.py                     # 1, 2, 4 workers
+    .venv/bin/python bench/queue_bench.py --workers 1 --baseline   # + the MISS latency against
+                                                              #   recognition inside the request
 
 Starts its own redis-server, one gunicorn origin (2 processes, threads) with file storage in a
 temp dir, and N `ocr-origin worker` processes. For each N: distinct one-line images and distinct
 12-line pages uploaded by 8 concurrent clients through the sync path (POST /ocr, waiting up to
 OCR_SYNC_WAIT_S); uploads/s and p50/p99 of each upload's latency. Then the MISS latency of a
 one-line image with one worker, sequentially (median of --latency-n), alternating with the
-baseline origin (recognition inside the request) when --baseline is given, so both see the same
-load. Prints JSON. OCR_WORKER_NICE=0 gives the workers the baseline's CPU priority.
+baseline origin when --baseline is given (bench/inline_origin.py: this code and model with
+recognition inside the request, as before the queue), so both see the same load. Prints JSON. With --baseline the workers run at the baseline's CPU priority (nice 0).
 Loopback only, bounded in count.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -111,28 +111,24 @@ def sequential_miss_ms(bases: dict[str, str], n: int) -> dict[str, Any]:
             for name, v in ms.items()}
 
 
-def start_baseline(stack: ExitStack, checkout: Path, tmp: Path, env: dict[str, str]) -> str:
-    """gunicorn of a checkout from before the queue: recognition inside the request."""
-    port = free_port()
-    log = (tmp / "baseline.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(checkout / "deploy/gunicorn.conf.py"), "origin.wsgi:app",
-         "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=checkout, env={**os.environ, **env, "PYTHONPATH": str(checkout), "OCR_TORCH_THREADS": "1",
-                           "PROMETHEUS_MULTIPROC_DIR": str(tmp / "baseline-prom")},
-        stdout=log, stderr=subprocess.STDOUT)
-    (tmp / "baseline-prom").mkdir(exist_ok=True)
-    stack.callback(lambda: (proc.terminate(), proc.wait(30)))
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                return base
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("baseline origin not ready")
+def job_stages(worker: WorkerProcess, last: int) -> dict[str, float]:
+    """Medians of the stages the worker logs for each job (origin/worker.py): enqueued ->
+    running, decode and key check, recognition, storing."""
+    lines = [line for line in worker.log_lines() if " job done key=" in line][-last:]
+    stages: dict[str, list[float]] = {}
+    for line in lines:
+        for name, value in re.findall(r"(\w+)_ms=([0-9.]+)", line):
+            stages.setdefault(name, []).append(float(value))
+    return {name: round(statistics.median(v), 1) for name, v in stages.items()}
+
+
+def start_baseline(stack: ExitStack, tmp: Path, env: dict[str, str]) -> str:
+    """A gunicorn origin of this checkout with recognition inside the request, as before the
+    queue (bench/inline_origin.py): same code, model, storage and index, no queue."""
+    server = OriginServer(tmp / "baseline", {**env, "OCR_WORKER_NICE": "0"}, app="bench.inline_origin:app",
+                          workers=1, ready_path="/readyz").start()
+    stack.callback(server.stop)
+    return server.url
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=40, help="one-line uploads per worker count")
     parser.add_argument("--pages", type=int, default=12, help="page uploads per worker count")
     parser.add_argument("--latency-n", type=int, default=30, help="sequential MISS uploads for the latency")
-    parser.add_argument("--baseline", type=Path, help="checkout of the code before the queue")
+    parser.add_argument("--baseline", action="store_true",
+                        help="compare the MISS latency with recognition inside the request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out: dict[str, Any] = {"cpus": os.cpu_count(), "clients": CLIENTS, "throughput": {}}
@@ -152,10 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         env = {"OCR_REDIS_URL": redis.url, "OCR_STORAGE_URL": f"file://{tmp / 'results'}",
                "OCR_SECRET": secrets.token_hex(32), "OCR_LOG_LEVEL": "WARNING", "OCR_SYNC_WAIT_S": "60"}
         origin = OriginServer(tmp / "origin", env, workers=2, ready_path="/readyz").start()
+        # against the baseline, the workers get its CPU priority (nice 0), not the default 10
+        worker_env = {**env, "OCR_LOG_LEVEL": "INFO", **({"OCR_WORKER_NICE": "0"} if args.baseline else {})}
+        out["worker_nice"] = int(worker_env.get("OCR_WORKER_NICE", os.environ.get("OCR_WORKER_NICE", "10")))
         stack.callback(origin.stop)
         for n in [int(x) for x in args.workers.split(",")]:
-            workers = [WorkerProcess(tmp / f"workers-{n}", {**env, "OCR_LOG_LEVEL": "INFO"},
-                                     name=f"bench-{n}-{i}").start() for i in range(n)]
+            workers = [WorkerProcess(tmp / f"workers-{n}", worker_env, name=f"bench-{n}-{i}").start()
+                       for i in range(n)]
             try:
                 post(origin.url, one_line())  # warm-up
                 logger.info("%d worker(s): one-line uploads", n)
@@ -167,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 if n == 1:
                     bases = {"queue": origin.url}
                     if args.baseline:
-                        bases["baseline"] = start_baseline(stack, args.baseline.resolve(), tmp, env)
+                        bases["baseline"] = start_baseline(stack, tmp, env)
                     out["miss_latency"] = sequential_miss_ms(bases, args.latency_n)
+                    out["worker_stages_ms"] = job_stages(workers[0], args.latency_n)
                     logger.info("MISS latency: %s", out["miss_latency"])
                     if args.baseline:
                         out["miss_latency_delta_ms"] = round(out["miss_latency"]["queue"]["median_ms"]

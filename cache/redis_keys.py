@@ -20,6 +20,9 @@ v1 (before the index had its fixed 3-band layout) used `ocr:v1:band:{ns}:{d}:{i}
                                                      workers of that queue run, written by each
                                                      worker at start; the origins derive keys with it
     ocr:v2:batch:{id}                  STRING        JSON of a batch: its items' names and keys
+    ocr:v2:done:{key}                  STREAM        one entry, written by the worker the moment a
+                                                     job's result is stored: wakes the uploads
+                                                     waiting for it (origin/jobs.py); expires 90 s
 
 The recognition queue itself is RQ's (origin/jobs.py): RQ keeps its keys under `rq:` (the queue
 list `rq:queue:{queue}`, jobs `rq:job:{key}`, registries, results, workers). Their layout is RQ's
@@ -49,6 +52,10 @@ def batch(batch_id: str) -> str:
 
 def rate_bucket(client_id: str) -> str:
     return f"{PREFIX}rate:{client_id}"
+
+
+def job_done(key: str) -> str:
+    return f"{PREFIX}done:{key}"
 
 
 def index_patterns() -> tuple[str, ...]:

@@ -20,18 +20,23 @@ class Decoded:
 
 
 def greedy_decode(log_probs: np.ndarray, charset: Charset) -> Decoded:
-    """T x C log-probabilities (class 0 = blank) → collapsed text with confidences.
+    """T x C log-probabilities (class 0 = blank) → collapsed text with confidences."""
+    best = log_probs.argmax(axis=1)                                       # T
+    return collapse_path(best, log_probs[np.arange(len(best)), best], charset)
+
+
+def collapse_path(best: np.ndarray, best_lp: np.ndarray, charset: Charset) -> Decoded:
+    """The greedy path (best class per time step, T, and its log-probability, T) → text with
+    confidences: repeats collapsed, blanks dropped.
 
     The line confidence is exp(mean of the best path's per-step log-probabilities): the path
     probability normalised by length, so long lines are not penalised for being long.
     """
-    if log_probs.shape[0] == 0:
+    if len(best) == 0:
         return Decoded("", 0.0, (), (), 0)
-    best = log_probs.argmax(axis=1)                     # T
-    best_lp = log_probs[np.arange(len(best)), best]     # T
     chars, confs, steps = [], [], []
     prev = 0
-    for t, (k, lp) in enumerate(zip(best, best_lp)):
+    for t, (k, lp) in enumerate(zip(best.tolist(), best_lp.tolist())):
         if k != 0 and k != prev:
             chars.append(charset.classes[k])
             confs.append(float(np.exp(lp)))
@@ -39,4 +44,4 @@ def greedy_decode(log_probs: np.ndarray, charset: Charset) -> Decoded:
         elif k != 0 and k == prev and confs:
             confs[-1] = max(confs[-1], float(np.exp(lp)))
         prev = k
-    return Decoded("".join(chars), float(np.exp(best_lp.mean())), tuple(confs), tuple(steps), len(best))
+    return Decoded("".join(chars), float(np.exp(np.mean(best_lp))), tuple(confs), tuple(steps), len(best))

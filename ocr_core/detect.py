@@ -20,6 +20,7 @@ import torch
 
 from ocr_core.detector_graph import load_any
 from ocr_core.lines import PAD_FRACTION, TextLine, _row_groups
+from ocr_core.runtime import DEFAULT_ENGINE, MapRunner, make_map_runner
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ class DetectedLine:
 class TextDetector:
     """A loaded DBNet; build once per process and reuse."""
 
-    def __init__(self, model: torch.nn.Module, *, max_side: int = MAX_SIDE, scaled_pm1: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, *, max_side: int = MAX_SIDE, scaled_pm1: bool = False,
+                 engine: str = DEFAULT_ENGINE, threads: int = 1) -> None:
         self.model = model
+        # onnxruntime on an export of the module by default (ocr_core.runtime), or torch eager.
+        self.runner: MapRunner = make_map_runner(model, engine, threads=threads)
         self.max_side = max_side
         # How the weights were trained to see pixels: PP-OCRv3's DBNet ImageNet-normalised BGR,
         # PP-OCRv6's detector BGR scaled to [-1, 1] (its weights file says "input": "bgr-pm1").
@@ -81,8 +85,7 @@ class TextDetector:
         rh = max(32, int(round(h * ratio / 32)) * 32)
         rw = max(32, int(round(w * ratio / 32)) * 32)
         img = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR)
-        with torch.inference_mode():
-            prob = self.model(torch.from_numpy(self.to_input(img)))[0, 0].numpy()   # rh x rw
+        prob = self.runner(self.to_input(img))[0, 0]                                 # rh x rw
         return prob, w / rw, h / rh
 
     def detect(self, rgb: np.ndarray) -> list[DetectedLine]:

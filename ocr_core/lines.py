@@ -95,6 +95,7 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
     keep[np.isin(lab, good)] = 255
     # Smear horizontally by ~1.2 glyph heights so words of a line merge but columns do not.
     kw = max(3, int(glyph_h * 1.2))
+    keep[np.isin(lab, _punctuation_between_glyphs(comps, plausible, keep, glyph_h, kw))] = 255
     smear = cv2.morphologyEx(keep, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kw, 1)))
     smear = cv2.dilate(smear, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(1, int(glyph_h * 0.15)))))
     m, _, st, _ = cv2.connectedComponentsWithStats(smear, connectivity=8)
@@ -121,6 +122,30 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
             out.append(TextLine((x0, y0, x1 - x0, y1 - y0), _polygon(x0, y0, x1 - x0, y1 - y0),
                                 visual_row=r, cell=cell))
     return out
+
+
+def _punctuation_between_glyphs(comps: np.ndarray, plausible: np.ndarray, keep: np.ndarray,
+                                glyph_h: float, reach: int) -> np.ndarray:
+    """Labels of marks too small to pass as glyphs (the dashes of "0--40", the dot of "1.5", a
+    hyphen) that sit inside a text row with a kept glyph within `reach` on both sides.
+
+    Without them the gap they fill splits one table cell's text into two boxes and the marks are
+    never read. Specks of noise rarely have glyphs close on both sides at their own height."""
+    H, W = keep.shape
+    x, y = comps[:, cv2.CC_STAT_LEFT], comps[:, cv2.CC_STAT_TOP]
+    w, h = comps[:, cv2.CC_STAT_WIDTH], comps[:, cv2.CC_STAT_HEIGHT]
+    small = np.flatnonzero(~plausible & (h < glyph_h * 0.6) & (w < glyph_h * 2.5)
+                           & (comps[:, cv2.CC_STAT_AREA] >= 3))
+    if not len(small):
+        return np.zeros(0, np.int64)
+    # Glyph ink reaching `reach` pixels to the right of itself, and to the left.
+    right_of_glyph = cv2.dilate(keep, np.ones((1, reach), np.uint8), anchor=(reach - 1, 0)) > 0
+    left_of_glyph = cv2.dilate(keep, np.ones((1, reach), np.uint8), anchor=(0, 0)) > 0
+    cy = np.clip(y[small] + h[small] // 2, 0, H - 1)
+    xl = np.clip(x[small] - 1, 0, W - 1)
+    xr = np.clip(x[small] + w[small], 0, W - 1)
+    between = right_of_glyph[cy, xl] & left_of_glyph[cy, xr]
+    return small[between] + 1
 
 
 def _split_tall(boxes: list[tuple[int, int, int, int]], ink: np.ndarray, glyph_h: float) -> list[tuple[int, int, int, int]]:

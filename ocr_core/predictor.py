@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from ocr_core.charset import Charset
-from ocr_core.decode import Decoded, greedy_decode
+from ocr_core.decode import Decoded, collapse_path
 from ocr_core.detect import DEFAULT_DETECTOR_WEIGHTS, TextDetector, looks_like_photo
 from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
-from ocr_core.model import CRNN, INPUT_HEIGHT, load_crnn
+from ocr_core.model import CRNN, load_crnn
 from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
 from ocr_core.preprocess import MIN_BATCH_WIDTH, batch_lines, prepare_line, to_rgb_array
+from ocr_core.runtime import DEFAULT_ENGINE, LineRunner, make_runner
 from ocr_core.words import Word, apply, polygon_and_box, translation, word_boxes
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ MIN_PAGE_CHAR_CONFIDENCE = 0.5
 # What a result holds besides the weights' reading: line finding, orientation, word boxes, table
 # rows. Part of the model version (and so of the key namespace upstream): bump it when a change to
 # the pipeline changes results, so results made before are not reused as if made now.
-PIPELINE_VERSION = "p2"
+PIPELINE_VERSION = "p3"
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
 # Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this
@@ -89,13 +90,12 @@ class Predictor:
     """A loaded CRNN (and the photo text detector); build once per process and reuse (loading
     costs ~100 ms)."""
 
-    def __init__(self, model: CRNN, charset: Charset, *, name: str, version: str, jit: bool = True,
-                 detector: TextDetector | None = None) -> None:
+    def __init__(self, model: CRNN, charset: Charset, *, name: str, version: str,
+                 engine: str = DEFAULT_ENGINE, threads: int = 1, detector: TextDetector | None = None) -> None:
         self.model = model
-        # What runs the forward pass: by default a channels-last copy traced and frozen (BatchNorm
-        # folded), 1.3x faster than the eager module on one core with identical texts
-        # (bench/infer_variants.py, docs/benchmarks.md); `jit=False` keeps the eager module.
-        self.runner = _freeze(model) if jit else model
+        # What runs the forward pass (ocr_core.runtime): onnxruntime on an export of this very
+        # module by default, or a frozen TorchScript trace; both return the greedy path only.
+        self.runner: LineRunner = make_runner(model, engine, threads=threads)
         self.charset = charset
         self.model_name = name
         self.model_version = version
@@ -104,9 +104,10 @@ class Predictor:
         self.detector = detector
 
     @classmethod
-    def load(cls, weights: str | Path | None = None, *, threads: int = 1, jit: bool = True,
+    def load(cls, weights: str | Path | None = None, *, threads: int = 1, engine: str = DEFAULT_ENGINE,
              detector: str | Path | bool = True) -> "Predictor":
-        """`detector`: True for the shipped DB weights, a path for others, False for none."""
+        """`detector`: True for the shipped DB weights, a path for others, False for none;
+        `engine`: what runs the recognizer (`ocr_core.runtime.ENGINES`)."""
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         if threads:
             # One intra-op thread per worker process: torch's spinning OpenMP collapses when
@@ -123,12 +124,13 @@ class Predictor:
         det = None
         if detector:
             det_data = (DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)).read_bytes()
-            det = TextDetector.load(det_data)
+            det = TextDetector.load(det_data, engine=engine, threads=threads)
             # The detector changes what pages read as, so it is part of the version (and of the
             # cache key namespace upstream).
             version += "-db" + hashlib.sha256(det_data).hexdigest()[:8]
         logger.info("model loaded path=%s version=%s ms=%.0f", path, version, (time.perf_counter() - t0) * 1e3)
-        return cls(model, charset, name=meta.get("name", "crnn"), version=version, jit=jit, detector=det)
+        return cls(model, charset, name=meta.get("name", "crnn"), version=version, engine=engine,
+                   threads=threads, detector=det)
 
     def warm_up(self) -> None:
         """Run one small page through every stage: the first real request then pays no one-off
@@ -154,10 +156,9 @@ class Predictor:
             if not batch:
                 return
             x, steps = batch_lines([prepared[i] for i in batch])      # N x 3 x 48 x W, valid steps
-            with torch.inference_mode():
-                lp = self.runner(torch.from_numpy(x)).numpy()           # N x T x C
+            ids, lp = self.runner(x)                                    # N x T each: the greedy path
             for j, i in enumerate(batch):
-                results[i] = greedy_decode(lp[j, : steps[j]], self.charset)
+                results[i] = collapse_path(ids[j, : steps[j]], lp[j, : steps[j]], self.charset)
             batch.clear()
 
         for i in order:
@@ -330,31 +331,6 @@ def _mean_char_confidence(decoded: list) -> float:
 def _unsure(decoded: list) -> bool:
     """A page reading whose characters are on average not confident: maybe upside down."""
     return bool(decoded) and _mean_char_confidence(decoded) < UPRIGHT_CONFIDENCE
-
-
-class _ChannelsLast(torch.nn.Module):
-    """Feeds a channels-last traced model: oneDNN's convolutions run faster in that layout."""
-
-    def __init__(self, inner: torch.jit.ScriptModule) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.contiguous(memory_format=torch.channels_last))
-
-
-def _freeze(model: CRNN) -> torch.nn.Module:
-    """A channels-last copy, traced on one example and frozen; widths and batch sizes stay dynamic
-    (convolutions and the LSTM take any), which tests/unit/ocr_core checks against the eager module."""
-    import copy
-    import warnings
-
-    example = torch.zeros(2, 3, INPUT_HEIGHT, MIN_BATCH_WIDTH).contiguous(memory_format=torch.channels_last)
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # TracerWarning: the shape asserts are checked once here
-        twin = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
-        traced = torch.jit.trace(twin, example, check_trace=False)
-        return _ChannelsLast(torch.jit.freeze(traced))
 
 
 def _as_rgb_array(image) -> np.ndarray:

@@ -25,7 +25,8 @@ def load_predictor(settings: Settings) -> Recognizer:
     detector = settings.detector_path or True
     if str(detector).lower() == "off":
         detector = False
-    predictor = Predictor.load(settings.model_path, threads=settings.torch_threads, detector=detector)
+    predictor = Predictor.load(settings.model_path, threads=settings.torch_threads,
+                               engine=settings.recognizer_engine, detector=detector)
     elapsed = time.perf_counter() - t0
     metrics.MODEL_LOAD.set(elapsed)
     logger.info("model loaded name=%s version=%s seconds=%.2f", predictor.model_name,

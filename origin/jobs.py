@@ -44,6 +44,8 @@ JOB_FUNC = "origin.worker.recognise"
 RESULT_TTL_S = 600        # finished jobs (their outcome lives in storage; this is bookkeeping)
 FAILURE_TTL_S = 24 * 3600  # failed jobs stay visible at /jobs/<key> for a day
 IDENTITY_TTL_S = 5.0       # how long an origin trusts its copy of the workers' model identity
+# A done notice only has to outlive the longest sync wait that may start reading it (60 s max).
+DONE_NOTICE_TTL_S = 90
 _REPLACEABLE = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED}
 
 
@@ -164,26 +166,53 @@ class RecognitionQueue:
         except NoSuchJobError:
             return None
 
-    def wait(self, key: str, timeout: float) -> JobState:
+    def wait(self, key: str, timeout: float, *, created: bool = False) -> JobState:
         """Block until the job is done or failed, at most `timeout` seconds; its state then.
 
-        Waits on RQ's result stream of the job (XREAD BLOCK): every waiter on every origin wakes
-        as soon as the worker records the outcome, with no polling."""
+        One blocking XREAD on two streams, no polling: the worker's done notice
+        (`ocr:v2:done:{key}`, written the moment result.json is stored, before RQ's own
+        bookkeeping of the job) and RQ's result stream of the job (failures and retries). Every
+        waiter on every origin wakes at once. `created`: this caller has just enqueued the job,
+        so it exists and is not finished: no state to read before waiting (a round trip saved on
+        every MISS). A done notice means done: it is written only after the result is stored."""
         deadline = time.monotonic() + timeout
-        stream = Result.get_key(key)
-        last_id = "0-0"
+        done_stream = redis_keys.job_done(key).encode()
+        streams: dict[Any, Any] = {done_stream: "0-0", Result.get_key(key).encode(): "0-0"}
         with self._translated("wait"):
-            while True:
+            if not created:
                 state = self._state(key)
                 if state is None or state.status in ("done", "failed"):
                     return state or JobState("failed", error="the job disappeared")
+            while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return state
+                    return self._state(key) or JobState("failed", error="the job disappeared")
                 # block=0 would mean "forever": at least 1 ms
-                reply = self.connection.xread({stream: last_id}, block=max(1, int(remaining * 1000)))
-                if reply:
-                    last_id = reply[0][1][-1][0]  # type: ignore[index,assignment]  # redis-py's xread type is loose
+                reply: Any = self.connection.xread(streams, block=max(1, int(remaining * 1000)))  # loose stubs
+                if not reply:
+                    continue
+                for stream, entries in reply:
+                    if stream == done_stream:
+                        return JobState("done")
+                    streams[stream] = entries[-1][0]
+                    if int(entries[-1][1].get(b"type", 0)) == Result.Type.SUCCESSFUL.value:
+                        return JobState("done")
+                # a failure or a retry: failed for good, or queued again (wait on)
+                state = self._state(key)
+                if state is None or state.status in ("done", "failed"):
+                    return state or JobState("failed", error="the job disappeared")
+
+    def notify_done(self, key: str) -> None:
+        """Called by the worker once the result is stored: wakes every waiter (see `wait`).
+        Best effort: a waiter that misses it still wakes on RQ's result stream a moment later."""
+        notice = redis_keys.job_done(key)
+        try:
+            pipe = self.connection.pipeline(transaction=False)
+            pipe.xadd(notice, {"done": 1}, maxlen=1)
+            pipe.expire(notice, DONE_NOTICE_TTL_S)
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("done notice not sent key=%s error=%s", key, exc)
 
     def state(self, key: str) -> JobState | None:
         """The job's state for GET /jobs/<key>; None when there is no such job."""

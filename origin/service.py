@@ -106,7 +106,8 @@ class OcrService:
         near = self._near_duplicate(image, fp, identity.namespace)
         if near is not None:
             return self._done(Outcome(key=near, match="near"), fp)
-        outcome = self._enqueue(key, identity, data, pixels=image.width * image.height, kind="image", wait=wait)
+        outcome = self._enqueue(key, identity, data, pixels=image.width * image.height, kind="image", wait=wait,
+                                phash=fp.phash_hex)
         return self._done(outcome, fp)
 
     def _identity_or_503(self) -> ModelIdentity:
@@ -134,17 +135,18 @@ class OcrService:
         return outcome
 
     def _enqueue(self, key: str, identity: ModelIdentity, data: bytes, *, pixels: int, kind: str,
-                 wait: bool) -> Outcome:
+                 wait: bool, phash: str | None = None) -> Outcome:
         if self.queue is None:
             raise QueueUnavailable("recognition needs Redis (OCR_REDIS_URL is empty)")
         timeout = self.settings.job_timeout(pixels)
-        created = self.queue.submit(key, args=(identity.namespace, data, kind), timeout=timeout)
+        # the pHash goes with the job: the worker need not compute it again (origin/worker.py)
+        created = self.queue.submit(key, args=(identity.namespace, data, kind, phash), timeout=timeout)
         if created:
             metrics.JOBS_ENQUEUED.inc()
         if not wait or self.settings.sync_wait_s <= 0:
             return Outcome(key, "pending")
         t0 = time.perf_counter()
-        state: JobState = self.queue.wait(key, self.settings.sync_wait_s)
+        state: JobState = self.queue.wait(key, self.settings.sync_wait_s, created=created)
         metrics.SYNC_WAIT.observe(time.perf_counter() - t0)
         if state.status == "done":
             return Outcome(key, "miss" if created else "waited")

@@ -51,8 +51,12 @@ class Option:
     def parse(self, env: Mapping[str, str]) -> Any:
         raw = self.raw(env)
         if self.type == "str":
-            if self.choices and raw.upper() not in self.choices:
-                raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
+            if self.choices:
+                # Case-insensitive, returned as declared (log levels upper, engine names lower).
+                declared = {c.upper(): c for c in self.choices}
+                if raw.upper() not in declared:
+                    raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
+                return declared[raw.upper()]
             return raw
         if self.type == "optional":
             return raw or None
@@ -121,6 +125,10 @@ _OPTIONS: tuple[Option, ...] = (
     Option("OCR_TORCH_THREADS", "int", "1",
            "intra-op threads per recognition worker (one worker per core is faster than more threads)",
            minimum=1),
+    # The same names as ocr_core.runtime.ENGINES (a unit test keeps them equal).
+    Option("OCR_RECOGNIZER_ENGINE", "str", "onnxruntime",
+           "what runs the recognizer: onnxruntime on an export of the weights (faster), or torch",
+           choices=("onnxruntime", "torch")),
     Option("OCR_LOG_LEVEL", "str", "INFO", "log level of the origin, gunicorn and the CLI",
            choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     Option("OCR_RESULT_MAX_AGE", "int", str(7 * 24 * 3600), "Cache-Control max-age of stored results (seconds)",
@@ -233,6 +241,7 @@ class Settings:
     hamming_distance: int = _d("OCR_HAMMING_DISTANCE")
     model_path: str | None = None
     torch_threads: int = _d("OCR_TORCH_THREADS")
+    recognizer_engine: str = _d("OCR_RECOGNIZER_ENGINE")
     detector_path: str | None = None
     log_level: str = _d("OCR_LOG_LEVEL")
     result_max_age: int = _d("OCR_RESULT_MAX_AGE")
@@ -284,6 +293,7 @@ class Settings:
             max_candidates=get("OCR_MAX_CANDIDATES", environ),
             model_path=get("OCR_MODEL_PATH", environ),
             torch_threads=get("OCR_TORCH_THREADS", environ),
+            recognizer_engine=get("OCR_RECOGNIZER_ENGINE", environ),
             detector_path=get("OCR_DETECTOR_PATH", environ),
             log_level=get("OCR_LOG_LEVEL", environ).upper(),
             result_max_age=get("OCR_RESULT_MAX_AGE", environ),

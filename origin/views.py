@@ -102,11 +102,10 @@ def _respond_async() -> bool:
     return any(p.strip().split(";")[0].strip() == "respond-async" for p in prefer.split(","))
 
 
-def _accepted(key: str) -> Response:
-    """202 with the job's location: the client polls it (Retry-After) until it redirects."""
-    location = f"/jobs/{key}"
-    resp = jsonify({"key": key, "status": "queued", "location": location,
-                    "result": f"/results/{key}"})
+def _accepted(location: str, body: dict[str, object]) -> Response:
+    """202 Accepted: the work goes on; the client polls `location` (never cached) as often as
+    Retry-After says, until it redirects (a job) or says done (a batch)."""
+    resp = jsonify({**body, "location": location})
     resp.status_code = 202
     resp.headers["Location"] = location
     resp.headers["Retry-After"] = "1"
@@ -124,7 +123,8 @@ def upload() -> Response:
             metrics.REJECTED.labels(exc.code).inc()
         raise
     if outcome.pending:
-        return _accepted(outcome.key)
+        return _accepted(f"/jobs/{outcome.key}", {"key": outcome.key, "status": "queued",
+                                                  "result": f"/results/{outcome.key}"})
     location = f"/results/{outcome.key}"
     if _wants_json():
         body = outcome.body or service().results.get(outcome.key, RESULT)
@@ -221,13 +221,7 @@ def batch_upload() -> Response:
             items.append({"name": name, "key": None, **batches.item_error(exc)})  # type: ignore[dict-item]
     batch_id = batches.new_id()
     batches.BatchStore(svc.queue.connection).save(batch_id, items)
-    location = f"/batches/{batch_id}"
-    resp = jsonify({"id": batch_id, "location": location, "items": len(items)})
-    resp.status_code = 202
-    resp.headers["Location"] = location
-    resp.headers["Retry-After"] = "1"
-    resp.headers["Cache-Control"] = NO_STORE
-    return resp
+    return _accepted(f"/batches/{batch_id}", {"id": batch_id, "items": len(items)})
 
 
 @bp.get("/batches/<batch_id>")

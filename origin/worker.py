@@ -6,9 +6,11 @@ Each worker process loads the model once, announces it (origin/jobs.py) and runs
 SimpleWorker loop: jobs run in this process, on the loaded model. RQ 3's forking `Worker`
 starts every job in a fresh interpreter (posix_spawn), which would load the model per job.
 
-A job (`recognise`) decodes the upload again, checks that its pixels give the job's key, runs
-the recognizer and stores signature, thumbnail and result (result.json last: its presence means
-complete), then indexes the pHash. A worker that dies mid-job stops heartbeating; within
+A job (`recognise`) decodes the upload again (the model needs the pixels), checks that they
+give the job's key, runs the recognizer and stores signature, thumbnail and result (result.json
+last: its presence means complete), wakes the uploads waiting for it at once, then indexes the
+pHash (the origin's, sent with the job). Each job's log line gives its stages in ms. A worker
+that dies mid-job stops heartbeating; within
 HEARTBEAT_TTL_S + MAINTENANCE_S any live worker's maintenance finds the job abandoned and RQ
 retries it (OCR_JOB_RETRIES) or marks it failed, so no job stays "running" for ever.
 """
@@ -22,19 +24,19 @@ import os
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from PIL import Image
 
 from cache import redis_keys, verify
-from cache.fingerprint import Fingerprint, fingerprint
+from cache.fingerprint import Fingerprint, fingerprint, parse_phash, pixel_digest
 from cache.keys import KeyDeriver
 from cache.store import RESULT, SIGNATURE, THUMBNAIL, ResultStore
 
 from . import metrics, pdf
 from .images import decode_image
-from .jobs import ModelIdentity
+from .jobs import ModelIdentity, RecognitionQueue
 from .backends import DegradingIndex, RedisIndex, ResultFiles
 from .service import Recognizer, identity_of
 from .settings import Settings
@@ -67,31 +69,49 @@ class Recognition:
         self.index = DegradingIndex(index)   # failures: not indexed (`ocr-origin reindex`)
         self.identity: ModelIdentity = identity_of(predictor)
         self.keys = KeyDeriver(settings.secret)
+        # seconds per stage of the last job ("decode" with the key check, "read", "store"): logged
+        self.timings: dict[str, float] = {}
 
-    def run(self, key: str, namespace: str, data: bytes, kind: str = "image") -> str:
+    def run(self, key: str, namespace: str, data: bytes, kind: str = "image", phash: str | None = None,
+            stored: Callable[[str], None] | None = None) -> str:
+        """`stored(key)` is called the moment result.json is stored (the queue wakes the uploads
+        waiting for it), before the slower bookkeeping that follows (indexing, RQ's). `phash`:
+        the upload's pHash as the origin computed it (hex), so the worker does not
+        compute it again. Trusted only for indexing: a wrong one could at worst offer a
+        near-duplicate candidate that the verifier then rejects. The key is always checked
+        against the pixels decoded here."""
         if namespace != self.identity.namespace:
             raise ModelMismatch(f"job for model namespace {namespace}, this worker runs "
                                 f"{self.identity.namespace} ({self.identity.version})")
         if self.results.exists(key, RESULT):
+            if stored is not None:
+                stored(key)
             return key  # a replaced or retried job whose first run did finish
         if kind == "pdf":
             if self.keys.derive(namespace, pdf.digest(data)) != key:
                 raise ValueError(f"job {key} carries a PDF of another key")
-            self.store_pdf(key, data)
+            self.store_pdf(key, data, stored)
             return key
+        t0 = time.perf_counter()
         image = decode_image(data, max_pixels=self.settings.max_pixels).image
-        fp = fingerprint(image, data)
+        fp = fingerprint(image, data) if phash is None else Fingerprint(
+            sha256=hashlib.sha256(data).hexdigest(), pixel_digest=pixel_digest(image),
+            phash=parse_phash(phash), width=image.width, height=image.height)
         # Never store one image's text under another's key, whatever the queue says.
         expected = self.keys.derive(namespace, fp.pixel_digest)
         if expected != key:
             raise ValueError(f"job {key} carries an upload whose key is {expected}")
-        self.store_result(image, fp, key)
+        self.timings["decode"] = time.perf_counter() - t0
+        self.store_result(image, fp, key, stored)
         return key
 
-    def store_result(self, image: Image.Image, fp: Fingerprint, key: str) -> bytes:
+    def store_result(self, image: Image.Image, fp: Fingerprint, key: str,
+                     stored: Callable[[str], None] | None = None) -> bytes:
         t0 = time.perf_counter()
         result = self.predictor.read(image)
-        metrics.INFERENCE.observe(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        self.timings["read"] = t1 - t0
+        metrics.INFERENCE.observe(t1 - t0)
         created = time.time()
         doc = self.result_doc(key, fp, result, created)
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -103,14 +123,17 @@ class Recognition:
         self.results.put(key, THUMBNAIL, make_thumbnail(image), content_type="image/jpeg")
         if not self.results.put(key, RESULT, body, content_type="application/json; charset=utf-8"):
             body = self.results.get(key, RESULT) or body  # stored first by another run: theirs stays
+        if stored is not None:
+            stored(key)
         if signature is None:
             # nothing to verify a near duplicate against: not indexed, reused only when identical
             logger.info("near-duplicate reuse off key=%s reason=page over %d pixels", key, verify.MAX_PIXELS)
         else:
             self.index.record(self.identity.namespace, key, fp.phash, created_at=created)
+        self.timings["store"] = time.perf_counter() - t1
         return body
 
-    def store_pdf(self, key: str, data: bytes) -> bytes:
+    def store_pdf(self, key: str, data: bytes, stored: Callable[[str], None] | None = None) -> bytes:
         """Render and read every page; one result with `pages`, text joined by form feeds,
         page 1 as the thumbnail. Not indexed: PDFs are reused when byte-identical only."""
         pdf.inspect(data, dpi=self.settings.pdf_dpi, max_pages=self.settings.pdf_max_pages,
@@ -146,6 +169,8 @@ class Recognition:
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self.results.put(key, THUMBNAIL, thumbnail, content_type="image/jpeg")
         self.results.put(key, RESULT, body, content_type="application/json; charset=utf-8")
+        if stored is not None:
+            stored(key)
         return body
 
     @staticmethod
@@ -204,16 +229,22 @@ def install(recognition: Recognition) -> None:
     _RECOGNITION = recognition
 
 
-def recognise(namespace: str, data: bytes, kind: str = "image") -> str:
-    """The RQ job: its id is the result key."""
+def recognise(namespace: str, data: bytes, kind: str = "image", phash: str | None = None) -> str:
+    """The RQ job: its id is the result key. Waiting uploads are woken as soon as the result is
+    stored (RecognitionQueue.notify_done), before RQ records the job's success."""
     from rq import get_current_job
 
     job = get_current_job()
     if _RECOGNITION is None or job is None:
         raise RuntimeError("recognise runs inside an ocr-origin worker")
     t0 = time.perf_counter()
+    # enqueued -> running: the queue's share of the latency (RQ stores UTC without a zone)
+    queued_s = (time.time() - job.enqueued_at.replace(tzinfo=timezone.utc).timestamp()
+                if job.enqueued_at else float("nan"))
+    _RECOGNITION.timings.clear()
     try:
-        key = _RECOGNITION.run(job.id, namespace, data, kind)
+        key = _RECOGNITION.run(job.id, namespace, data, kind, phash,
+                               stored=RecognitionQueue(job.connection, job.origin).notify_done)
     except ModelMismatch as exc:
         job.meta["error"] = "the workers are changing model versions; upload it again to retry"
         job.save_meta()
@@ -223,9 +254,51 @@ def recognise(namespace: str, data: bytes, kind: str = "image") -> str:
     except Exception:
         metrics.JOB_DURATION.labels("error").observe(time.perf_counter() - t0)
         raise
-    metrics.JOB_DURATION.labels("ok").observe(time.perf_counter() - t0)
-    logger.info("job done key=%s seconds=%.3f", key, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    metrics.JOB_DURATION.labels("ok").observe(seconds)
+    stages = " ".join(f"{name}_ms={value * 1000:.1f}" for name, value in _RECOGNITION.timings.items())
+    logger.info("job done key=%s seconds=%.3f queued_ms=%.1f %s", key, seconds, queued_s * 1000, stages)
     return key
+
+
+class JobHeartbeat:
+    """Keeps the running job's heartbeat alive from one thread per worker (RQ's SimpleWorker
+    beats only between jobs). One thread for the worker's life, not one per job: starting a
+    thread cost ~1.3 ms of every job's latency on a busy machine (docs/benchmarks.md)."""
+
+    def __init__(self, beat: Callable[[Any, Any], None]) -> None:
+        self._beat = beat
+        self._cond = threading.Condition()
+        self._current: tuple[Any, Any] | None = None
+        self._thread: threading.Thread | None = None
+
+    def begin(self, job: Any, execution: Any) -> None:
+        with self._cond:
+            self._current = (job, execution)
+            self._cond.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
+            self._thread.start()
+
+    def end(self) -> None:
+        """Returns once no beat of this job can follow (beats run under the lock): a late beat
+        would put a finished job back in RQ's started registry, to be found 'abandoned'."""
+        with self._cond:
+            self._current = None
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._current is None:
+                    self._cond.wait()
+                current = self._current
+                if self._cond.wait_for(lambda: self._current is not current, timeout=HEARTBEAT_EVERY_S):
+                    continue  # the job ended (or another began) before its next beat
+                try:
+                    self._beat(*current)
+                except Exception as exc:  # a missed beat is retried; never kill the job
+                    logger.warning("heartbeat failed job=%s error=%s", current[0].id, exc)
 
 
 def _worker_class(announce: tuple[str, str] | None = None) -> type:
@@ -245,24 +318,17 @@ def _worker_class(announce: tuple[str, str] | None = None) -> type:
         def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
             return HEARTBEAT_TTL_S
 
+        _beats: "JobHeartbeat | None" = None
+
         def execute_job(self, job: Any, queue: Any) -> None:
             execution = self.prepare_execution(job)
-            stop = threading.Event()
-
-            def beat() -> None:
-                while not stop.wait(HEARTBEAT_EVERY_S):
-                    try:
-                        self.maintain_heartbeats(job, execution)
-                    except Exception as exc:  # a missed beat is retried; never kill the job
-                        logger.warning("heartbeat failed job=%s error=%s", job.id, exc)
-
-            thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
-            thread.start()
+            if self._beats is None:
+                self._beats = JobHeartbeat(self.maintain_heartbeats)
+            self._beats.begin(job, execution)
             try:
                 self.perform_job(job, queue, execution)
             finally:
-                stop.set()
-                thread.join()
+                self._beats.end()
             from rq.worker import WorkerStatus
 
             self.set_state(WorkerStatus.IDLE)
@@ -312,7 +378,9 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
             worker.work(burst=burst, logging_level=settings.log_level, with_scheduler=False)
         except redis.RedisError as exc:
             logger.error("worker loop failed error=%s", exc)
-        if burst or worker._stop_requested:
+        # A stop signal while busy sets _stop_requested; while idle RQ raises StopRequested and
+        # leaves only the request's date behind: both mean "stop", not "restart the loop".
+        if burst or worker._stop_requested or worker._shutdown_requested_date is not None:
             return 0
         logger.warning("worker loop ended without a stop request; restarting in %.0f s", backoff)
         time.sleep(backoff)

@@ -7,13 +7,14 @@ this process, and a moto thread here would share its GIL).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import secrets
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
 import pytest
 import redis
@@ -23,6 +24,11 @@ from PIL import Image, ImageDraw, ImageFont
 from tests.e2e.test_flow import FONT, render_line, upload
 from tests.e2e.conftest import MAX_UPLOAD_BYTES
 from tests.servers import MotoS3Process, NginxServer, OriginServer, RedisServer, WorkerProcess
+
+class Startable(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
 
 SYNC_WAIT_S = 3.0
 # The issue's bar for /healthz and result GETs while the workers are saturated is 100 ms each.
@@ -47,27 +53,39 @@ def big_page(seed: str, lines: int = 36) -> bytes:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def running(*servers: Startable) -> Iterator[list[Any]]:
+    """Start the servers in order and stop them in reverse, also when a start fails halfway."""
+    started: list[Startable] = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+        yield list(servers)
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
 @pytest.fixture(scope="module")
 def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One redis-server and one moto S3 server for the whole deployment below."""
-    redis_server = RedisServer(tmp_path_factory.mktemp("queue-redis")).start()
-    s3 = MotoS3Process(tmp_path_factory.mktemp("queue-s3"), bucket="ocr-queue").start()
-    yield {**s3.env, "OCR_REDIS_URL": redis_server.url, "OCR_STORAGE_URL": f"s3://{s3.bucket}/results",
-           "OCR_SECRET": secrets.token_hex(32), "OCR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-           "OCR_LOG_LEVEL": "INFO"}
-    s3.stop()
-    redis_server.stop()
+    redis_server = RedisServer(tmp_path_factory.mktemp("queue-redis"))
+    s3 = MotoS3Process(tmp_path_factory.mktemp("queue-s3"), bucket="ocr-queue")
+    with running(redis_server, s3):
+        yield {**s3.env, "OCR_REDIS_URL": redis_server.url, "OCR_STORAGE_URL": f"s3://{s3.bucket}/results",
+               "OCR_SECRET": secrets.token_hex(32), "OCR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+               "OCR_LOG_LEVEL": "INFO",
+               # Time limits are not under test here (tests/unit/origin/test_jobs.py): on a
+               # busy shared machine a nice-10 worker took over 78 s for one 1.9 Mpx page.
+               "OCR_JOB_TIMEOUT_MIN_S": "600"}
 
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[list[WorkerProcess]]:
-    servers = [WorkerProcess(tmp_path_factory.mktemp(f"queue-worker-{n}"), stack_env, name=f"e2e-queue-worker-{n}")
-               for n in (1, 2)]
-    for s in servers:
-        s.start()
-    yield servers
-    for s in servers:
-        s.stop()
+    with running(*(WorkerProcess(tmp_path_factory.mktemp(f"queue-worker-{n}"), stack_env, name=f"e2e-queue-worker-{n}")
+                   for n in (1, 2))) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +93,16 @@ def origins(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str],
             workers: list[WorkerProcess]) -> Iterator[list[OriginServer]]:
     """Two origins of one deployment (same Redis, S3 and secret), short sync wait."""
     env = {**stack_env, "OCR_SYNC_WAIT_S": str(SYNC_WAIT_S)}
-    servers = [OriginServer(tmp_path_factory.mktemp(f"queue-origin-{n}"), env, workers=1, ready_path="/readyz")
-               for n in (1, 2)]
-    for s in servers:
-        s.start()
-    yield servers
-    for s in servers:
-        s.stop()
+    with running(*(OriginServer(tmp_path_factory.mktemp(f"queue-origin-{n}"), env, workers=1, ready_path="/readyz")
+                   for n in (1, 2))) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory, origins: list[OriginServer]) -> Iterator[NginxServer]:
-    server = NginxServer(tmp_path_factory.mktemp("queue-nginx"), upstream=",".join(o.address for o in origins))
-    server.start()
-    yield server
-    server.stop()
+    with running(NginxServer(tmp_path_factory.mktemp("queue-nginx"),
+                             upstream=",".join(o.address for o in origins))) as (server,):
+        yield server
 
 
 def jobs_done(workers: list[WorkerProcess]) -> int:
@@ -233,3 +246,15 @@ def test_killing_a_worker_mid_job_fails_or_retries_it_and_the_next_one_succeeds(
         assert nxt.status_code == 303 and nxt.headers["X-OCR-Cache"] == "MISS"
     finally:
         runner.start()
+
+
+def test_an_idle_worker_stops_at_once_on_sigterm(workers: list[WorkerProcess]) -> None:
+    """SIGTERM between jobs ends the worker (exit 0) instead of restarting its loop: `make run`,
+    compose and Kubernetes stop workers this way. It used to restart and wait for SIGKILL."""
+    worker = workers[1]
+    assert worker.proc is not None and worker.proc.poll() is None
+    t0 = time.monotonic()
+    worker.proc.terminate()
+    assert worker.proc.wait(timeout=20) == 0
+    assert time.monotonic() - t0 < 10
+    assert not any("restarting" in line for line in worker.log_lines()[-5:])

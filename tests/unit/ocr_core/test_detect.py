@@ -122,3 +122,16 @@ def test_detector_sees_no_text_in_plain_texture(detector: TextDetector) -> None:
     rng = np.random.default_rng(1)
     cloth = cv2.GaussianBlur(rng.normal(0, 50, (300, 400, 3)), (0, 0), 3)
     assert detector.detect((np.array([70, 95, 140]) + cloth).clip(0, 255).astype(np.uint8)) == []
+
+
+def test_detector_engines_agree(detector: TextDetector) -> None:
+    """onnxruntime (the default) and torch eager give the same probability map at any page size."""
+    torch_det = TextDetector(detector.model, engine="torch")
+    assert (detector.runner.engine, torch_det.runner.engine) == ("onnxruntime", "torch")
+    photo = photo_of_label(["发票号码 14659158", "Total 1,234.56"])
+    for page in (photo, photo[:200, :333]):
+        a, _, _ = detector.probability_map(page)
+        b, _, _ = torch_det.probability_map(page)
+        assert a.shape == b.shape and a.shape[0] % 32 == 0
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        assert [d.quad.tolist() for d in detector.detect(page)] == [d.quad.tolist() for d in torch_det.detect(page)]

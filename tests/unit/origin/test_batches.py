@@ -28,6 +28,7 @@ def test_zip_of_ten_images_yields_ten_results(client, predictor) -> None:
     resp = post_zip(client, make_zip(entries))
     assert resp.status_code == 202, resp.get_data(as_text=True)
     assert resp.headers["Location"].startswith("/batches/") and resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Retry-After"] == "1" and resp.get_json()["location"] == resp.headers["Location"]
     state = client.get(resp.headers["Location"])
     assert state.status_code == 200 and state.headers["Cache-Control"] == "no-store"
     doc = state.get_json()

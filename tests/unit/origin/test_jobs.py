@@ -142,3 +142,91 @@ def test_metrics_report_the_queue(web, settings) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     assert "ocr_queue_length 0.0" in text
     assert 'ocr_job_seconds_count{outcome="ok"}' in text  # this process ran the worker loop
+
+
+def test_worker_wakes_waiters_with_a_done_notice_the_moment_the_result_is_stored(web, settings) -> None:
+    """The done notice alone wakes a waiting upload (no polling, no need for RQ's own record of
+    the job's success), and the worker writes it once result.json exists, with a TTL."""
+    app, svc, recognition = web
+    svc.queue.announce(recognition.identity)
+    data = png(page("Done notice 2026-0042"))
+    resp = upload(app.test_client(), data, headers={"Prefer": "respond-async"})
+    key = resp.headers["Location"].rsplit("/", 1)[1]
+    answers: list = []
+    waiter = threading.Thread(target=lambda: answers.append(svc.queue.wait(key, 20.0, created=True)))
+    t0 = time.monotonic()
+    waiter.start()
+    time.sleep(0.2)
+    assert not answers  # nothing happened yet: still waiting
+    svc.queue.notify_done(key)  # what the worker sends (the job itself is still queued)
+    waiter.join(5)
+    assert answers and answers[0].status == "done" and time.monotonic() - t0 < 3
+
+    seen: list[bool] = []
+    notice = f"ocr:v2:done:{key}"
+    stored_before = lambda k: seen.append(svc.results.exists(k, "result.json"))  # noqa: E731
+    svc.queue.connection.delete(notice)
+    recognition.run(key, recognition.identity.namespace, data, stored=stored_before)
+    assert seen == [True]  # called once, after result.json was written
+    run_worker_burst(settings, recognition)  # the job as RQ runs it: the worker sends the notice
+    assert svc.queue.connection.xlen(notice) == 1 and 0 < svc.queue.connection.ttl(notice) <= 90
+
+
+def test_worker_indexes_the_origins_phash_but_checks_the_key_itself(web, settings) -> None:
+    """The pHash travels with the job (not computed twice); the key never comes on trust."""
+    app, svc, recognition = web
+    svc.queue.announce(recognition.identity)
+    data = png(page("Hand-over 2026-0042"))
+    resp = upload(app.test_client(), data, headers={"Prefer": "respond-async"})
+    key = resp.headers["Location"].rsplit("/", 1)[1]
+    job_args = svc.queue._fetch(key).args
+    from cache.fingerprint import fingerprint
+    from origin.images import decode_image
+    fp = fingerprint(decode_image(data, max_pixels=settings.max_pixels).image, data)
+    assert job_args[3] == fp.phash_hex
+    with pytest.raises(ValueError, match="whose key is"):  # another image under this job's key
+        recognition.run(key, recognition.identity.namespace, png(page("Another page 2026-0042")),
+                        phash=fp.phash_hex)
+    run_worker_burst(settings, recognition)
+    body = app.test_client().get(f"/results/{key}").get_json()
+    assert body["phash"] == fp.phash_hex and body["pixel_sha256"] == fp.pixel_digest
+
+
+def test_job_heartbeat_beats_the_running_job_only(monkeypatch) -> None:
+    """One thread for the worker's life beats whichever job runs, and never a finished one
+    (RQ would then find it 'abandoned' and fail it)."""
+    from origin import worker
+
+    monkeypatch.setattr(worker, "HEARTBEAT_EVERY_S", 0.05)
+    beats: list[str] = []
+    heart = worker.JobHeartbeat(lambda job, execution: beats.append(job))
+    heart.begin("job-1", None)
+    time.sleep(0.4)
+    heart.end()
+    first = len(beats)
+    assert first >= 3 and set(beats) == {"job-1"}
+    time.sleep(0.3)
+    assert len(beats) == first  # nothing after end()
+    thread = heart._thread
+    heart.begin("job-2", None)
+    time.sleep(0.3)
+    heart.end()
+    assert "job-2" in beats[first:] and set(beats[first:]) == {"job-2"}
+    assert heart._thread is thread  # the same thread, not one per job
+
+
+def test_a_job_over_its_time_limit_fails_with_a_readable_reason(web, settings, predictor, monkeypatch) -> None:
+    """The limit grows with the pixels (capped); a job past it fails, and says why."""
+    limits = replace(settings, job_timeout_min_s=60, job_seconds_per_mpx=10.0, job_timeout_max_s=600)
+    assert limits.job_timeout(0) == 60 and limits.job_timeout(6300 * 6300) == 456
+    assert limits.job_timeout(10**9) == 600
+    app, svc, recognition = web
+    svc.queue.announce(recognition.identity)
+    monkeypatch.setattr(svc, "settings", replace(svc.settings, job_timeout_min_s=1, job_seconds_per_mpx=0.0,
+                                                 job_timeout_max_s=1))
+    monkeypatch.setattr(predictor, "delay", 2.5)
+    client = app.test_client()
+    location = upload(client, png(page("Too slow 2026-0042")), headers={"Prefer": "respond-async"}).headers["Location"]
+    run_worker_burst(settings, recognition)
+    state = client.get(location).get_json()
+    assert state["status"] == "failed" and "longer than its limit of 1 s" in state["error"], state

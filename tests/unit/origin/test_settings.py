@@ -57,6 +57,10 @@ def test_constants_match_the_modules_that_own_them() -> None:
 
     assert S.MIN_SECRET_BYTES == MIN_SECRET_BYTES
     assert OPTIONS["OCR_HAMMING_DISTANCE"].maximum == MAX_RADIUS
+    from ocr_core.runtime import DEFAULT_ENGINE, ENGINES
+
+    assert OPTIONS["OCR_RECOGNIZER_ENGINE"].choices == ENGINES
+    assert OPTIONS["OCR_RECOGNIZER_ENGINE"].default == DEFAULT_ENGINE
 
 
 def test_defaults_and_parsing() -> None:
@@ -72,8 +76,10 @@ def test_defaults_and_parsing() -> None:
     assert Settings.from_env({**env, "OCR_VAR_DIR": "/srv/x"}).storage_url == "file:///srv/x/results"
     assert S.get("OCR_MAX_REQUESTS_JITTER", {"OCR_MAX_REQUESTS": "40"}) == 10
     assert S.get("OCR_WORKERS", {}) >= 2
+    assert Settings.from_env({**env, "OCR_RECOGNIZER_ENGINE": "Torch"}).recognizer_engine == "torch"
+    assert Settings.from_env({**env, "OCR_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     for bad in ({"OCR_MAX_PIXELS": "lots"}, {"OCR_HAMMING_DISTANCE": "9"}, {"OCR_LOG_LEVEL": "LOUD"},
-                {"OCR_HTTP_PORT": "0"}):
+                {"OCR_HTTP_PORT": "0"}, {"OCR_RECOGNIZER_ENGINE": "tensorrt"}):
         with pytest.raises(ConfigError):
             Settings.from_env({**env, **bad}) if "PORT" not in next(iter(bad)) else S.get("OCR_HTTP_PORT", bad)
 

@@ -1,0 +1,178 @@
+"""What runs a loaded CRNN's (and the text detector's) forward pass: onnxruntime on an export of our
+own torch module (the default), or torch itself (a frozen TorchScript trace; the detector eager).
+
+Both engines run the same weights and return the same thing, the greedy CTC path: for each time
+step the best class and its log-probability (N x T each), never the N x T x C log-probabilities.
+Reducing inside the graph saves copying ~3 MB per 320-column line out of the engine and a numpy
+argmax over 18,710 classes.
+
+Why onnxruntime: on this project's CPUs it runs the very same CNN about 1.5x faster than torch
+(its 1x1 convolutions are GEMMs either way; onnxruntime fuses the bias/activation/elementwise ops
+around them and has less per-op overhead). docs/benchmarks.md ("Recognizer runtime") has the figures
+and the command. The export is made at load time from the weights file (~2 s), so there is still one
+weights file and one model definition; texts agree between the engines (tests/unit/ocr_core).
+"""
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import warnings
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ocr_core.model import CRNN, INPUT_HEIGHT
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("onnxruntime", "torch")
+DEFAULT_ENGINE = "onnxruntime"
+# Example input for tracing/export: two lines of the minimum batch width (preprocess.MIN_BATCH_WIDTH);
+# batch size and width stay dynamic.
+_EXAMPLE_SHAPE = (2, 3, INPUT_HEIGHT, 320)
+
+
+class LineRunner(Protocol):
+    """N x 3 x 48 x W float32 in [-1, 1] → (best class N x T int64, its log-probability N x T float32)."""
+
+    engine: str
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class BestPath(nn.Module):
+    """The CRNN reduced to its greedy path: argmax class and log-probability per time step."""
+
+    def __init__(self, model: CRNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        probs = torch.softmax(m.head(m.sequence(m.features(x))), dim=-1)   # N x T x C
+        best, ids = probs.max(dim=-1)                                # N x T, N x T
+        # log of the best probability: a fused softmax and one max cost ~1 ms per 320-column
+        # line in onnxruntime, a log-sum-exp over the 18,710 classes ~7 ms.
+        return ids, torch.log(best)
+
+
+class TorchRunner:
+    """A channels-last copy traced and frozen (BatchNorm folded, oneDNN convolutions), or with
+    `freeze=False` the eager module."""
+
+    engine = "torch"
+
+    def __init__(self, model: CRNN, *, freeze: bool = True) -> None:
+        net = BestPath(copy.deepcopy(model)).eval()
+        if freeze:
+            example = torch.zeros(*_EXAMPLE_SHAPE).contiguous(memory_format=torch.channels_last)
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")  # TracerWarning: the shape asserts are checked once here
+                net = net.to(memory_format=torch.channels_last)
+                net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
+        self.net = net
+        self.channels_last = freeze
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            ids, lp = self.net(t)
+        return ids.numpy(), lp.numpy()
+
+
+def export_onnx(net: nn.Module, example: torch.Tensor, outputs: list[str],
+                dynamic_axes: dict[str, dict[int, str]]) -> bytes:
+    """A torch module (one input "x") as an ONNX graph, with the named axes dynamic."""
+    net = copy.deepcopy(net).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
+        torch.onnx.export(net, (example,), buf, dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=outputs, dynamic_axes=dynamic_axes)
+    return buf.getvalue()
+
+
+def onnx_session(graph: bytes, threads: int) -> Any:
+    """An onnxruntime CPU session: `threads` intra-op threads (0: onnxruntime's default, one per
+    core), no inter-op pool (one request at a time per worker process)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxRunner:
+    """onnxruntime on an export of `BestPath(model)`, batch size and width dynamic."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, model: CRNN, *, threads: int = 1) -> None:
+        graph = export_onnx(BestPath(model), torch.zeros(*_EXAMPLE_SHAPE), ["ids", "logp"],
+                            {"x": {0: "n", 3: "w"}, "ids": {0: "n", 1: "t"}, "logp": {0: "n", 1: "t"}})
+        self.session = onnx_session(graph, threads)
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, lp = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
+        return ids, lp
+
+
+class MapRunner(Protocol):
+    """A text detector's forward pass: N x 3 x H x W float32 → N x 1 x H x W probabilities."""
+
+    engine: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class TorchMapRunner:
+    engine = "torch"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.eval()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+class OnnxMapRunner:
+    """onnxruntime on an export of the detector: ~2.8x torch's eager speed on a 640 x 640 page,
+    one thread (docs/benchmarks.md)."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, model: nn.Module, *, threads: int = 1) -> None:
+        graph = export_onnx(model, torch.zeros(1, 3, 320, 320), ["prob"],
+                            {"x": {0: "n", 2: "h", 3: "w"}, "prob": {0: "n", 2: "h", 3: "w"}})
+        self.session = onnx_session(graph, threads)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def _check(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+
+
+def make_map_runner(model: nn.Module, engine: str = DEFAULT_ENGINE, *, threads: int = 1) -> MapRunner:
+    _check(engine)
+    if engine == "onnxruntime":
+        return OnnxMapRunner(model, threads=threads)
+    return TorchMapRunner(model)
+
+
+def make_runner(model: CRNN, engine: str = DEFAULT_ENGINE, *, threads: int = 1) -> LineRunner:
+    _check(engine)
+    if engine == "onnxruntime":
+        return OnnxRunner(model, threads=threads)
+    return TorchRunner(model)
