@@ -105,6 +105,10 @@ end
 return out
 """
 
+# How long Redis remembers which key some exact upload bytes got (forgetting costs one decode).
+BYTES_TTL_S = 30 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class Candidate:
     key: str
@@ -117,6 +121,8 @@ class ResultIndex(Protocol):
 
     def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0) -> list[Candidate]: ...
     def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None: ...
+    def key_for_bytes(self, namespace: str, sha256_hex: str) -> str | None: ...
+    def record_bytes(self, namespace: str, sha256_hex: str, key: str) -> None: ...
     def ping(self) -> None: ...
 
 
@@ -354,3 +360,13 @@ class RedisResultIndex:
 
     def ping(self) -> None:
         self._call("ping", self.client.ping)
+
+    # exact upload bytes -> key: a repeat upload is answered without decoding it ----------------
+    def key_for_bytes(self, namespace: str, sha256_hex: str) -> str | None:
+        """The result key recorded for these exact upload bytes, if any (the caller checks it)."""
+        raw = self._call("bytes_get", lambda: self.client.get(redis_keys.upload_bytes(namespace, sha256_hex)))
+        return raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+
+    def record_bytes(self, namespace: str, sha256_hex: str, key: str, *, ttl_s: int = BYTES_TTL_S) -> None:
+        self._call("bytes_set", lambda: self.client.set(redis_keys.upload_bytes(namespace, sha256_hex), key,
+                                                        ex=ttl_s))

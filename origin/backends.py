@@ -64,6 +64,23 @@ class DegradingIndex:
         except IndexUnavailable as exc:
             self._failed("record", exc)  # `ocr-origin reindex` restores it from storage
 
+    def key_for_bytes(self, namespace: str, sha256_hex: str) -> str | None:
+        if self.inner is None:
+            return None
+        try:
+            return self.inner.key_for_bytes(namespace, sha256_hex)
+        except IndexUnavailable as exc:
+            self._failed("bytes_get", exc)
+            return None
+
+    def record_bytes(self, namespace: str, sha256_hex: str, key: str) -> None:
+        if self.inner is None:
+            return
+        try:
+            self.inner.record_bytes(namespace, sha256_hex, key)
+        except IndexUnavailable as exc:
+            self._failed("bytes_set", exc)  # the next identical upload is decoded: nothing lost
+
 
 class ResultFiles:
     """ResultStore whose failures are the origin's 503 StorageDown, counted per operation."""

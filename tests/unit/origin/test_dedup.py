@@ -365,7 +365,60 @@ def test_pages_over_signature_limit_are_reused_only_when_identical(client, predi
     store = app.extensions["ocr"].store
     assert store.exists(key, "result.json") and not store.exists(key, "signature.png")
     # not indexed (nothing to verify a near duplicate against): no band or pHash key
-    assert not [k for pattern in redis_keys.index_patterns() for k in redis_client.keys(pattern)]
+    assert not redis_client.keys(redis_keys.PREFIX + "b:*") and not redis_client.keys(redis_keys.PREFIX + "ph:*")
     assert _key(upload(client, png(img))) == key  # identical pixels: exact HIT
     assert upload(client, encode(img, "JPEG", quality=90)).headers["X-OCR-Cache"] == "MISS"
     assert predictor.calls == 2
+
+
+def _count_decodes(monkeypatch) -> list[int]:
+    import origin.service
+
+    decodes: list[int] = []
+    real = origin.service.decode_image
+    monkeypatch.setattr(origin.service, "decode_image", lambda *a, **kw: decodes.append(1) or real(*a, **kw))
+    return decodes
+
+
+def test_identical_bytes_find_their_key_without_decoding(client, predictor, monkeypatch, redis_client) -> None:
+    """Issue 16 item 5: a small file whose header claims a huge image was decoded again on every
+    repeat, even when its result existed."""
+    data = encode(page("decode me once"), "JPEG", quality=80)
+    first = upload(client, data)
+    assert first.status_code == 303 and first.headers["X-OCR-Cache"] == "MISS"
+    decodes = _count_decodes(monkeypatch)
+    again = upload(client, data)
+    assert again.headers["X-OCR-Cache"] == "HIT" and again.headers["X-OCR-Match"] == "exact"
+    assert again.headers["Location"] == first.headers["Location"]
+    assert decodes == [] and predictor.calls == 1
+    # Redis is not trusted: another namespace's key, a malformed key or kind is ignored (decoded)
+    entries = redis_client.keys(redis_keys.PREFIX + "bytes:*")
+    assert len(entries) == 1
+    for n, poisoned in enumerate(["exact:zzzz" + "a" * 28, "exact:../../etc/passwd", "magic:" + _key(first)], 1):
+        redis_client.set(entries[0], poisoned)
+        third = upload(client, data)
+        assert third.headers["X-OCR-Cache"] == "HIT" and third.headers["Location"] == first.headers["Location"]
+        assert len(decodes) == n
+
+
+def test_bytes_of_a_near_duplicate_stay_a_near_hit(client, predictor, monkeypatch) -> None:
+    img = page("Near duplicate bytes 777")
+    first = _key(upload(client, png(img)))
+    copy = encode(img, "JPEG", quality=70)
+    assert upload(client, copy).headers["X-OCR-Match"] == "near"
+    decodes = _count_decodes(monkeypatch)
+    again = upload(client, copy)
+    assert again.headers["X-OCR-Match"] == "near" and _key(again) == first and decodes == []
+    assert predictor.calls == 1
+
+
+def test_bytes_entry_without_stored_result_is_decoded(client, predictor, tmp_path, monkeypatch) -> None:
+    """The shortcut never answers from Redis alone: a result missing from storage means decode."""
+    data = png(page("gone from storage"))
+    key = _key(upload(client, data))
+    removed = [p for p in (tmp_path / "results").rglob("result.json") if key in str(p)]
+    assert len(removed) == 1
+    removed[0].unlink()
+    decodes = _count_decodes(monkeypatch)
+    again = upload(client, data)
+    assert decodes == [1] and _key(again) == key and predictor.calls == 2
