@@ -47,20 +47,21 @@ class DegradingIndex:
             raise IndexUnavailable("no index configured")
         self.inner.ping()
 
-    def candidates(self, namespace: str, phash: int, *, limit: int, unstable: int = 0) -> list[Candidate]:
+    def candidates(self, namespace: str, phash: int, *, limit: int, unstable: int = 0,
+                   fine: bytes = b"") -> list[Candidate]:
         if self.inner is None:
             return []
         try:
-            return self.inner.candidates(namespace, phash, limit=limit, unstable=unstable)
+            return self.inner.candidates(namespace, phash, limit=limit, unstable=unstable, fine=fine)
         except IndexUnavailable as exc:
             self._failed("candidates", exc)
             return []
 
-    def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None:
+    def record(self, namespace: str, key: str, phash: int, *, created_at: float, fine: bytes = b"") -> None:
         if self.inner is None:
             return
         try:
-            self.inner.record(namespace, key, phash, created_at=created_at)
+            self.inner.record(namespace, key, phash, created_at=created_at, fine=fine)
         except IndexUnavailable as exc:
             self._failed("record", exc)  # `ocr-origin reindex` restores it from storage
 

@@ -212,7 +212,7 @@ class OcrService:
             logger.info("near-duplicate lookup skipped reason=faint content phash=%s", fp.phash_hex)
             return None  # no candidate could pass: save the lookup and the signature reads
         candidates = self.index.candidates(namespace, fp.phash, limit=self.settings.max_candidates,
-                                           unstable=fp.unstable)
+                                           unstable=fp.unstable, fine=fp.fine)
         for cand in candidates:
             # Redis is not trusted: a malformed key never reaches storage, and another model's
             # result is never served, whatever an index entry says.
@@ -229,8 +229,8 @@ class OcrService:
                              cand.key, exc)
                 continue
             verdict = verify.compare(upload, signature)
-            logger.info("near-duplicate candidate key=%s distance=%d score=%.1f same=%s reason=%s",
-                        cand.key, cand.distance, verdict.score, verdict.same, verdict.reason)
+            logger.info("near-duplicate candidate key=%s distance=%d fine=%s score=%.1f same=%s reason=%s",
+                        cand.key, cand.distance, cand.fine_distance, verdict.score, verdict.same, verdict.reason)
             if verdict.same:
                 return cand.key
             metrics.NEAR_REJECTED.inc()

@@ -16,7 +16,7 @@ from cache.index import RedisResultIndex
 from cache.keys import model_namespace
 from cache.store import FileResultStore, S3ResultStore
 from origin import create_app
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer
 from tests.unit.cache.corpus import CJK_FONTS, Doc, encode, one_char_pairs, render_lines, variants
 
 from .conftest import CountingPredictor
@@ -422,3 +422,27 @@ def test_bytes_entry_without_stored_result_is_decoded(client, predictor, tmp_pat
     decodes = _count_decodes(monkeypatch)
     again = upload(client, data)
     assert decodes == [1] and _key(again) == key and predictor.calls == 2
+
+
+CUSTOMERS = ["Acme Ltd", "Beta GmbH", "Gamma SA", "Delta Inc", "Epsilon", "Zeta Co", "Eta LLC", "Theta AG",
+             "Iota BV", "Kappa", "Lambda Ltd", "Mu Corp"]
+
+
+def test_a_copy_among_look_alikes_is_tried_first(client, predictor, caplog) -> None:
+    """Issue 16 item 6: after 12 invoices of one template, a JPEG copy of the first was
+    recognised again (the 8 nearest pHash candidates were all its siblings)."""
+    rng = random.Random(1)
+    invoices = [render_lines((f"INVOICE No. 2026-{1000 + i}", f"Customer: {name}", f"Date: 2026-11-{i + 3:02d}",
+                              f"Amount due: ${rng.randint(100, 9999)}.{rng.randint(0, 99):02d}",
+                              "Thank you for your business."), "dejavu-sans", 20, 640)
+                for i, name in enumerate(CUSTOMERS)]
+    keys = [_key(upload(client, png(img))) for img in invoices]
+    assert len(set(keys)) == 12 and predictor.calls == 12
+    caplog.set_level(logging.INFO, logger="origin.service")
+    for n in (0, 5):
+        caplog.clear()
+        resp = upload(client, encode(invoices[n], "JPEG", quality=70))
+        assert resp.headers["X-OCR-Match"] == "near" and _key(resp) == keys[n]
+        tried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("near-duplicate candidate key=")]
+        assert len(tried) == 1, tried  # the true duplicate came first: no sibling was verified
+    assert predictor.calls == 12
