@@ -330,7 +330,8 @@ class RedisResultIndex:
         """`found` reordered by fine-hash distance (stable: pHash order breaks ties), then those
         without a recorded fine hash (older entries: reindex adds them)."""
         stored = self.client.hmget(redis_keys.fine_hashes(ns), [c.key for c in found])
-        ranked = [replace(c, fine_distance=fine_distance(fine, f) if f and len(f) == len(fine) else None)
+        ranked = [replace(c, fine_distance=fine_distance(fine, f)
+                          if isinstance(f, bytes) and len(f) == len(fine) else None)  # Redis is not trusted
                   for c, f in zip(found, stored)]
         return sorted(ranked, key=lambda c: (c.fine_distance is None, c.fine_distance or 0))
 
