@@ -65,11 +65,11 @@ def test_uploads_dedup_and_limits_work_through_a_password(locked_redis: RedisSer
     assert predictor.calls == 1
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["checks"]["redis"] == "ok"
-    # each part really used this Redis: the queue's model identity, the index, the limiter
+    # each part really used this Redis: the job queue (RQ), the index, the limiter, bytes -> key
     r = redis.Redis.from_url(locked_redis.url)
     try:
-        for pattern in ("model:*", "b:*", "rate:*"):
-            assert r.keys(redis_keys.PREFIX + pattern), pattern
+        for pattern in ("rq:job:*", *(redis_keys.PREFIX + p for p in ("b:*", "rate:*", "bytes:*"))):
+            assert r.keys(pattern), pattern
     finally:
         r.flushdb()
         r.close()
