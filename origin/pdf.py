@@ -64,28 +64,36 @@ def inspect(data: bytes, *, dpi: int, max_pages: int, max_pixels: int) -> PdfInf
     the pixel limit."""
     if not data:
         raise EmptyUpload()
+    import pypdfium2 as pdfium
+
     with _PDFIUM:
         doc = _open(data)
         try:
-            count = len(doc)
-            if count == 0:
-                raise CorruptImage("the PDF has no pages")
-            if count > max_pages:
-                raise TooManyPages(f"the PDF has {count} pages, more than the limit of {max_pages}")
-            sizes = []
-            for i in range(count):
-                page = doc[i]
-                w_pt, h_pt = page.get_size()
-                page.close()
-                w, h = round(w_pt * dpi / POINTS_PER_INCH), round(h_pt * dpi / POINTS_PER_INCH)
-                if w <= 0 or h <= 0:
-                    raise CorruptImage(f"page {i + 1} has no area")
-                if w * h > max_pixels:
-                    raise ImageTooLarge(f"page {i + 1} renders to {w}x{h} pixels at {dpi} dpi, more "
-                                        f"than the limit of {max_pixels}")
-                sizes.append((w, h))
+            return _inspect(doc, dpi=dpi, max_pages=max_pages, max_pixels=max_pixels)
+        except pdfium.PdfiumError as exc:  # a page that cannot be loaded: the file's fault (fuzz test)
+            raise CorruptImage(f"the PDF could not be read: {exc}") from exc
         finally:
             doc.close()
+
+
+def _inspect(doc, *, dpi: int, max_pages: int, max_pixels: int) -> PdfInfo:  # doc: pdfium.PdfDocument
+    count = len(doc)
+    if count == 0:
+        raise CorruptImage("the PDF has no pages")
+    if count > max_pages:
+        raise TooManyPages(f"the PDF has {count} pages, more than the limit of {max_pages}")
+    sizes = []
+    for i in range(count):
+        page = doc[i]
+        w_pt, h_pt = page.get_size()
+        page.close()
+        w, h = round(w_pt * dpi / POINTS_PER_INCH), round(h_pt * dpi / POINTS_PER_INCH)
+        if w <= 0 or h <= 0:
+            raise CorruptImage(f"page {i + 1} has no area")
+        if w * h > max_pixels:
+            raise ImageTooLarge(f"page {i + 1} renders to {w}x{h} pixels at {dpi} dpi, more "
+                                f"than the limit of {max_pixels}")
+        sizes.append((w, h))
     return PdfInfo(count, tuple(sizes))
 
 

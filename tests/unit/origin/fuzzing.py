@@ -3,7 +3,8 @@
 
 Seeds are synthesised here (never downloaded): small images in several modes per format, JPEGs
 with EXIF (every orientation, mistyped tags), TIFFs with several compressions and IFD layouts,
-animated GIFs, lossy and lossless WebP, BMPs, and the hand-built hostile files of crafted.py.
+animated GIFs, lossy and lossless WebP, BMPs, PDFs (Pillow's and a hand-written one with text),
+and the hand-built hostile files of crafted.py.
 Mutations are what breaks parsers: bit flips, boundary integers written over header fields,
 truncation, inserted, deleted and duplicated spans, and splices of two seeds.
 """
@@ -61,8 +62,40 @@ def seeds() -> list[bytes]:
         out.append(_save(_img("RGBA", size, i), "WEBP", lossless=True))
         out.append(_save(_img("RGB", size, i), "BMP"))
         out.append(_save(_img("P", size, i), "BMP"))
+    out.extend(pdf_seeds())
     out.append(crafted.jpeg_orientation_float_model())
     out.append(crafted.tiff_rational_strip_offsets())
+    return out
+
+
+def text_pdf(text: str, width: int = 200, height: int = 60) -> bytes:
+    """A one-page PDF drawing `text` in Helvetica, objects and xref table written by hand."""
+    stream = f"BT /F1 14 Tf 10 {height // 2} Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}] /Contents 4 0 R "
+               f"/Resources << /Font << /F1 5 0 R >> >> >>".encode(),
+               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def pdf_seeds() -> list[bytes]:
+    """PDFs (uploads since the queue): image pages written by Pillow (one and several pages,
+    RGB, grey, bilevel) and a hand-written page of text (a font, a content stream, an xref)."""
+    out = [_save(_img(mode, (64, 40), 7), "PDF", resolution=72) for mode in ("RGB", "L", "1")]
+    pages = [_img("RGB", (48, 32), 8 + k) for k in range(3)]
+    out.append(_save(pages[0], "PDF", save_all=True, append_images=pages[1:], resolution=96))
+    out.append(text_pdf("Invoice 2026-0042 Total 1,234.56"))
     return out
 
 

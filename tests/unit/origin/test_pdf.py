@@ -71,3 +71,14 @@ def test_pdf_key_differs_from_its_page_image_key(client, predictor) -> None:
     png_resp = upload(client, buf.getvalue())
     assert pdf_resp.status_code == png_resp.status_code == 303
     assert pdf_resp.headers["Location"] != png_resp.headers["Location"]
+
+
+def test_a_page_pdfium_cannot_load_is_400_not_500(client, predictor) -> None:
+    """Found by the fuzz test: a page tree that counts more pages than it has made pdfium raise
+    while the origin measured the pages (500)."""
+    from .fuzzing import text_pdf
+
+    lying = text_pdf("Invoice 2026-0042").replace(b"/Count 1", b"/Count 2")  # same length: xref stays valid
+    resp = upload(client, lying, raw_type="application/pdf")
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "corrupt_image", resp.get_data()
+    assert predictor.calls == 0
