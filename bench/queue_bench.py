@@ -158,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                        for i in range(n)]
             try:
                 post(origin.url, one_line())  # warm-up
-                logger.info("%d worker(s): one-line uploads", n)
-                lines = throughput(origin.url, [one_line() for _ in range(args.lines)])
-                logger.info("%d worker(s): pages", n)
-                pages = throughput(origin.url, [page() for _ in range(args.pages)])
-                out["throughput"][str(n)] = {"one_line": lines, "page": pages}
-                logger.info("%d worker(s): %s", n, out["throughput"][str(n)])
+                if args.lines and args.pages:  # 0: the MISS latency only
+                    logger.info("%d worker(s): one-line uploads", n)
+                    lines = throughput(origin.url, [one_line() for _ in range(args.lines)])
+                    logger.info("%d worker(s): pages", n)
+                    pages = throughput(origin.url, [page() for _ in range(args.pages)])
+                    out["throughput"][str(n)] = {"one_line": lines, "page": pages}
+                    logger.info("%d worker(s): %s", n, out["throughput"][str(n)])
                 if n == 1:
                     bases = {"queue": origin.url}
                     if args.baseline:
