@@ -33,7 +33,7 @@ APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core \
 	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation \
 	/usr/bin/chromium=chromium
 
-.PHONY: help run test stop clean distclean deps apt-run apt-test nginx-check bench bench-deps bench-ocr evaluate weights
+.PHONY: help run test test-fast lint stop clean distclean deps apt-run apt-test nginx-check bench bench-deps bench-ocr evaluate weights
 
 help:
 	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
@@ -70,8 +70,18 @@ nginx-check: apt-run
 	@$(PYTHON) deploy/nginx/render.py --out var/nginx-check/nginx.conf --log-dir var/nginx-check/log \
 		--listen 127.0.0.1:8080 --check >/dev/null
 
-test: apt-test $(STAMP) nginx-check
+test: apt-test $(STAMP) nginx-check lint
 	$(PY) -m pytest
+
+# Quick local loop: unit tests only, without the slow ones (fuzz run, verifier corpus) and the
+# e2e tests that start redis/nginx/gunicorn/browsers. `make test` (CI) runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e and not slow" tests/unit
+
+# ruff (pyflakes + pycodestyle) and mypy on the service packages; settings in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check origin cache deploy
+	$(PY) -m mypy origin cache
 
 # wrk gives the load figures; without it (no apt) the bench falls back to its Python client.
 bench: deps

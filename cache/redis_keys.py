@@ -14,6 +14,8 @@ v1 (before the index had its fixed 3-band layout) used `ocr:v1:band:{ns}:{d}:{i}
                                                      at 10^7 results.
     ocr:v2:ph:{ns}:{phash16}           ZSET          result keys with that pHash, score = created
                                                      unix time (newest first on lookup)
+    ocr:v2:rate:{client_id}            HASH          upload token bucket {tokens, at} of one
+                                                     client (cache/limiter.py), PEXPIRE when idle
     ocr:v2:model:{queue}               STRING        JSON {name, version, namespace} of the model the
                                                      workers of that queue run, written by each
                                                      worker at start; the origins derive keys with it
@@ -46,6 +48,10 @@ def model_identity(queue: str) -> str:
 
 def batch(batch_id: str) -> str:
     return f"{PREFIX}batch:{batch_id}"
+
+
+def rate_bucket(client_id: str) -> str:
+    return f"{PREFIX}rate:{client_id}"
 
 
 def job_done(key: str) -> str:

@@ -23,7 +23,9 @@ def _entries(store: ResultStore, stats: dict[str, int]) -> Iterator[tuple[str, s
     for key in store.iter_keys():
         body = store.get(key, RESULT)
         try:
-            doc = json.loads(body) if body is not None else None
+            if body is None:
+                raise ValueError("result.json vanished")
+            doc = json.loads(body)
             phash = parse_phash(doc["phash"])
             created = datetime.fromisoformat(doc["created_at"]).timestamp()
             pixels = int(doc.get("width", 0)) * int(doc.get("height", 0))

@@ -9,7 +9,7 @@ from flask import Flask
 from cache.index import RedisResultIndex
 from cache.store import ResultStore, from_url
 
-from . import errors, logs, metrics, security
+from . import errors, limits, logs, metrics, security
 from .jobs import RecognitionQueue, connect
 from .service import OcrService, RedisIndex, Recognizer, identity_of
 from .settings import Settings
@@ -73,6 +73,8 @@ def create_app(settings: Settings, *, predictor: Recognizer | None = None,
         identity = identity_of(predictor)
     app.extensions["ocr"] = OcrService(settings, store=store, index=index, queue=queue, identity=identity)
     logger.info("origin ready store=%r index=%r queue=%r", store, index, queue)
+    app.extensions["ocr_gate"] = limits.build_gate(settings, index)
+    logger.info("upload gate %r", app.extensions["ocr_gate"])
     logs.init_app(app)
     errors.init_app(app)
     security.init_app(app)

@@ -197,7 +197,7 @@ def open_log(path: str) -> IO[bytes]:
     if path == "-":
         return sys.stdin.buffer
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a GzipFile reads bytes
     return open(path, "rb", buffering=1024 * 1024)
 
 

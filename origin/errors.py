@@ -5,10 +5,12 @@
     │   ├── EmptyUpload (400 empty_upload)
     │   ├── InvalidResultKey (400 invalid_key)
     │   └── CorruptImage (400 corrupt_image)
+    ├── Unauthorized (401 unauthorized)
     ├── ResultNotFound (404 not_found)
     ├── PayloadTooLarge (413 payload_too_large)
     │   └── ImageTooLarge (413 image_too_large)
     ├── UnsupportedImage (415 unsupported_image)
+    ├── TooManyRequests (429 rate_limited, with Retry-After)
     └── ServiceUnavailable (503 unavailable)
         ├── StorageDown (503 storage_unavailable)
         ├── ModelUnavailable (503 model_unavailable)
@@ -24,6 +26,8 @@ import logging
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,9 +37,10 @@ class OriginError(Exception):
     code = "internal_error"
     retry_after: int | None = None  # seconds, sent as Retry-After when set
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message or self.__doc__ or self.code)
         self.message = message or (self.__doc__ or self.code).strip()
+        self.headers = headers or {}  # added to the JSON response (Retry-After, WWW-Authenticate)
 
 
 class BadRequest(OriginError):
@@ -58,6 +63,11 @@ class CorruptImage(BadRequest):
     status, code = 400, "corrupt_image"
 
 
+class Unauthorized(OriginError):
+    """Uploads need an API key: send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`."""
+    status, code = 401, "unauthorized"
+
+
 class ResultNotFound(OriginError):
     """No result with this key."""
     status, code = 404, "not_found"
@@ -76,6 +86,11 @@ class ImageTooLarge(PayloadTooLarge):
 class UnsupportedImage(OriginError):
     """The upload is not an image we can decode (PNG, JPEG, WebP, BMP, TIFF, GIF)."""
     status, code = 415, "unsupported_image"
+
+
+class TooManyRequests(OriginError):
+    """Too many uploads from this client; retry after the number of seconds in Retry-After."""
+    status, code = 429, "rate_limited"
 
 
 class ServiceUnavailable(OriginError):
@@ -133,9 +148,12 @@ def init_app(app: Flask) -> None:
             logger.error("request failed code=%s message=%s", exc.code, exc.message)
         else:
             logger.info("request rejected code=%s message=%s", exc.code, exc.message)
+        if exc.status >= 500:
+            metrics.SERVER_ERRORS.labels(exc.code).inc()
         resp = error_response(exc.status, exc.code, exc.message)
         if exc.retry_after is not None:
             resp.headers["Retry-After"] = str(exc.retry_after)
+        resp.headers.update(exc.headers)
         return resp
 
     @app.errorhandler(HTTPException)
@@ -151,4 +169,5 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         logger.exception("unhandled error")
+        metrics.SERVER_ERRORS.labels("internal_error").inc()
         return error_response(500, "internal_error", "internal error")

@@ -49,8 +49,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
                                     f"{human_pixels(max_pixels)}")
             img.load()  # first frame of GIF/TIFF; raises OSError when truncated
             fmt = img.format or "unknown"
-            img = ImageOps.exif_transpose(img)
-            img = to_rgb(img)
+            rgb = to_rgb(ImageOps.exif_transpose(img))
     except UnidentifiedImageError as exc:
         raise UnsupportedImage() from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -66,5 +65,5 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         # upload is bad, never the server.
         logger.warning("decoder raised %s on an upload: %s", exc.__class__.__name__, exc)
         raise CorruptImage(f"the image could not be decoded: {exc.__class__.__name__}") from exc
-    return DecodedImage(img, fmt)
+    return DecodedImage(rgb, fmt)
 

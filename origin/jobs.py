@@ -177,7 +177,7 @@ class RecognitionQueue:
         every MISS). A done notice means done: it is written only after the result is stored."""
         deadline = time.monotonic() + timeout
         done_stream = redis_keys.job_done(key).encode()
-        streams: dict[bytes, bytes | str] = {done_stream: "0-0", Result.get_key(key).encode(): "0-0"}
+        streams: dict[Any, Any] = {done_stream: "0-0", Result.get_key(key).encode(): "0-0"}
         with self._translated("wait"):
             if not created:
                 state = self._state(key)
@@ -188,7 +188,7 @@ class RecognitionQueue:
                 if remaining <= 0:
                     return self._state(key) or JobState("failed", error="the job disappeared")
                 # block=0 would mean "forever": at least 1 ms
-                reply = self.connection.xread(streams, block=max(1, int(remaining * 1000)))
+                reply: Any = self.connection.xread(streams, block=max(1, int(remaining * 1000)))  # loose stubs
                 if not reply:
                     continue
                 for stream, entries in reply:

@@ -25,6 +25,12 @@ INFERENCE = Histogram("ocr_inference_seconds", "Time in predictor.read() per MIS
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 STORAGE_ERRORS = Counter("ocr_storage_errors_total", "Result store failures", ["op"])
 REDIS_ERRORS = Counter("ocr_redis_errors_total", "Redis index failures (dedup skipped)", ["op"])
+SERVER_ERRORS = Counter("ocr_server_errors_total", "Responses with a 5xx status, by error code "
+                        "(internal_error = an unhandled exception: a bug)", ["code"])
+RATE_LIMITED = Counter("ocr_rate_limited_total", "Uploads refused with 429 (client over its rate)")
+AUTH_FAILED = Counter("ocr_auth_failed_total", "Uploads refused with 401 (no or unknown API key)")
+LIMITER_ERRORS = Counter("ocr_rate_limiter_errors_total", "Rate-limit checks that could not reach "
+                         "Redis (the upload was let through)")
 JOBS_ENQUEUED = Counter("ocr_jobs_enqueued_total", "Recognition jobs created by uploads (joins not counted)")
 SYNC_WAIT = Histogram("ocr_sync_wait_seconds", "Time an upload waited for its job (OCR_SYNC_WAIT_S at most)",
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))

@@ -238,14 +238,16 @@ def _paths(max_bytes: int, max_pixels: int) -> dict[str, Any]:
             "summary": "The result's thumbnail (longer side at most 320 px)", "operationId": "getThumbnail",
             "parameters": [KEY_PARAM],
             "responses": {"200": {"description": "JPEG", "headers": CACHE_HEADERS,
-                                  "content": {"image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}}},
+                                  "content": {"image/jpeg": {"schema": {
+                                      "type": "string", "contentMediaType": "image/jpeg"}}}},
                           "304": {"description": "not modified"},
                           "400": _error("malformed key"), "404": _error("no result with this key"),
                           "503": _error("storage unavailable")}}},
         "/jobs/{key}": {"get": {
             "summary": "A queued recognition", "operationId": "getJob", "parameters": [KEY_PARAM],
             "responses": {"200": _json(_ref("Job"), "queued, running or failed (Retry-After while pending)"),
-                          "303": _json(_ref("Job"), "done: the result is at Location", {"Location": _header("/results/<key>")}),
+                          "303": _json(_ref("Job"), "done: the result is at Location",
+                                       {"Location": _header("/results/<key>")}),
                           "400": _error("malformed key"), "404": _error("no job and no result with this key"),
                           "503": _error("the queue (Redis) or storage is unavailable")}}},
         "/ocr/batch": {"post": {

@@ -135,6 +135,14 @@ _OPTIONS: tuple[Option, ...] = (
            minimum=0),
     Option("OCR_ERROR_MAX_AGE", "int", "60",
            "Cache-Control max-age of a GET 4xx (unknown key), short so a CDN never pins it", minimum=0),
+    Option("OCR_RATE_LIMIT", "float", "10",
+           "uploads per second per client (API key, else address), shared by all origins through "
+           "Redis; `0` turns the limit off; over it: 429 with `Retry-After`", minimum=0),
+    Option("OCR_RATE_BURST", "int", "100", "uploads a client may send at once before the rate applies",
+           minimum=1),
+    Option("OCR_API_KEYS_FILE", "optional", "",
+           "file of SHA-256 hashes of the API keys allowed to upload, one `name:hexdigest` a line; "
+           "unset: uploads need no key (results are public either way)"),
     # the recognition queue (origin/jobs.py, origin/worker.py) ------------------------------------
     Option("OCR_QUEUE", "str", "ocr",
            "RQ queue name (Redis list `rq:queue:<name>`); the origins and workers of a deployment share it"),
@@ -178,7 +186,8 @@ _OPTIONS: tuple[Option, ...] = (
            "random extra requests per worker, so workers sharing the load never recycle together",
            readme_default="a quarter of `OCR_MAX_REQUESTS`", minimum=0),
     Option("OCR_FORWARDED_ALLOW_IPS", "str", "127.0.0.1,::1",
-           "proxies whose X-Forwarded-* headers gunicorn trusts"),
+           "proxies whose X-Forwarded-* headers gunicorn trusts and whose X-Real-IP names the client "
+           "for the rate limit (`*`: any)"),
     Option("OCR_ACCESS_LOG", "str", "-", "gunicorn access log (`-`: stderr)"),
     Option("OCR_ERROR_LOG", "str", "-", "gunicorn error log (`-`: stderr)"),
     Option("OCR_NGINX_CACHE_MAX_SIZE", "str", "1g", "disk cap of nginx's results cache"),
@@ -238,6 +247,10 @@ class Settings:
     result_max_age: int = _d("OCR_RESULT_MAX_AGE")
     error_max_age: int = _d("OCR_ERROR_MAX_AGE")
     max_candidates: int = _d("OCR_MAX_CANDIDATES")
+    rate_limit: float = _d("OCR_RATE_LIMIT")
+    rate_burst: int = _d("OCR_RATE_BURST")
+    api_keys_file: str | None = None
+    forwarded_allow_ips: str = _d("OCR_FORWARDED_ALLOW_IPS")
     queue_name: str = _d("OCR_QUEUE")
     sync_wait_s: float = _d("OCR_SYNC_WAIT_S")
     job_timeout_min_s: int = _d("OCR_JOB_TIMEOUT_MIN_S")
@@ -285,6 +298,10 @@ class Settings:
             log_level=get("OCR_LOG_LEVEL", environ).upper(),
             result_max_age=get("OCR_RESULT_MAX_AGE", environ),
             error_max_age=get("OCR_ERROR_MAX_AGE", environ),
+            rate_limit=get("OCR_RATE_LIMIT", environ),
+            rate_burst=get("OCR_RATE_BURST", environ),
+            api_keys_file=get("OCR_API_KEYS_FILE", environ),
+            forwarded_allow_ips=get("OCR_FORWARDED_ALLOW_IPS", environ),
             queue_name=get("OCR_QUEUE", environ),
             sync_wait_s=get("OCR_SYNC_WAIT_S", environ),
             job_timeout_min_s=get("OCR_JOB_TIMEOUT_MIN_S", environ),

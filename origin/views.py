@@ -12,7 +12,7 @@ from cache.errors import IndexUnavailable, StorageUnavailable
 from cache.keys import is_valid_key
 from cache.store import RESULT, THUMBNAIL
 
-from . import batches, metrics
+from . import batches, limits, metrics
 from .errors import (BadRequest, EmptyUpload, InvalidResultKey, OriginError, PayloadTooLarge,
                      QueueUnavailable, ResultNotFound, StorageDown, UnsupportedImage)
 from .images import CONTENT_TYPES
@@ -116,6 +116,7 @@ def _accepted(location: str, body: dict[str, object]) -> Response:
 @bp.post("/ocr")
 def upload() -> Response:
     try:
+        limits.check_upload()  # API key (when configured) and the per-client rate limit
         outcome = service().submit(_upload_bytes(), wait=not _respond_async())
     except OriginError as exc:
         if exc.status < 500:
@@ -217,7 +218,7 @@ def batch_upload() -> Response:
             raise  # the whole batch waits for the service, not item by item
         except OriginError as exc:  # this item is bad input: say so, keep the others
             metrics.REJECTED.labels(exc.code).inc()
-            items.append({"name": name, "key": None, **batches.item_error(exc)})
+            items.append({"name": name, "key": None, **batches.item_error(exc)})  # type: ignore[dict-item]
     batch_id = batches.new_id()
     batches.BatchStore(svc.queue.connection).save(batch_id, items)
     return _accepted(f"/batches/{batch_id}", {"id": batch_id, "items": len(items)})
@@ -274,7 +275,7 @@ def _stored(key: str, name: str, content_type: str) -> Response:
     resp = Response(body, content_type=content_type)
     resp.set_etag(hashlib.sha256(body).hexdigest()[:32])
     immutable(resp)
-    return resp.make_conditional(request)
+    return resp.make_conditional(request)  # type: ignore[return-value]  # returns self (a flask Response)
 
 
 @bp.get("/results/<key>")
@@ -320,7 +321,8 @@ def readyz() -> Response:
         except IndexUnavailable as exc:
             metrics.REDIS_ERRORS.labels("ping").inc()
             logger.warning("readiness: redis failed error=%s", exc)
-            checks["redis"] = "degraded: Redis does not answer (stored results and exact re-uploads are served; new images wait)"
+            checks["redis"] = ("degraded: Redis does not answer (stored results and exact re-uploads are "
+                               "served; new images wait)")
     # The model runs in the queue workers: reported (new images wait for one), not required
     # (stored results are still served without any worker).
     identity = svc.identity()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, render_template
+from werkzeug.wrappers import Response as WResponse
 
 from .errors import InvalidResultKey, ResultNotFound
 from .openapi import build_spec
@@ -112,7 +113,7 @@ def static_asset(name: str) -> Response:
 
 
 @bp.get("/favicon.ico")
-def favicon() -> Response:
+def favicon() -> WResponse:
     """Browsers ask for /favicon.ico whatever the page says; send them to the versioned icon."""
     resp = redirect(assets().url("favicon.svg"), code=301)
     resp.headers["Cache-Control"] = "public, max-age=86400"

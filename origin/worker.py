@@ -9,7 +9,8 @@ starts every job in a fresh interpreter (posix_spawn), which would load the mode
 A job (`recognise`) decodes the upload again (the model needs the pixels), checks that they
 give the job's key, runs the recognizer and stores signature, thumbnail and result (result.json
 last: its presence means complete), wakes the uploads waiting for it at once, then indexes the
-pHash (the origin's, sent with the job). Each job's log line gives its stages in ms. A worker that dies mid-job stops heartbeating; within
+pHash (the origin's, sent with the job). Each job's log line gives its stages in ms. A worker
+that dies mid-job stops heartbeating; within
 HEARTBEAT_TTL_S + MAINTENANCE_S any live worker's maintenance finds the job abandoned and RQ
 retries it (OCR_JOB_RETRIES) or marks it failed, so no job stays "running" for ever.
 """
@@ -74,7 +75,8 @@ class Recognition:
     def run(self, key: str, namespace: str, data: bytes, kind: str = "image", phash: str | None = None,
             stored: Callable[[str], None] | None = None) -> str:
         """`stored(key)` is called the moment result.json is stored (the queue wakes the uploads
-        waiting for it), before the slower bookkeeping that follows (indexing, RQ's). `phash`: the upload's pHash as the origin computed it (hex), so the worker does not
+        waiting for it), before the slower bookkeeping that follows (indexing, RQ's). `phash`:
+        the upload's pHash as the origin computed it (hex), so the worker does not
         compute it again. Trusted only for indexing: a wrong one could at worst offer a
         near-duplicate candidate that the verifier then rejects. The key is always checked
         against the pixels decoded here."""

@@ -17,6 +17,9 @@ from cache import verify
 
 from .corpus import Doc, encode, one_char_pairs, render_lines, variants
 
+# The verifier's corpus (hundreds of renders and re-encodings): `make test-fast` skips it.
+pytestmark = pytest.mark.slow
+
 PAIRS = one_char_pairs(60, seed=31)
 # Grey and coloured ink on white and coloured paper: luma contrast from ~45 (faint) to ~235.
 INKS = [((120, 120, 120), (255, 255, 255)), ((170, 170, 170), (255, 255, 255)),

@@ -101,3 +101,23 @@ def app_factory(settings: Settings, predictor: CountingPredictor):
         return app
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _close_redis_clients(monkeypatch: pytest.MonkeyPatch):
+    """Disconnect every Redis client an app made during the test. Apps keep their pool for the
+    process lifetime; left to the garbage collector, a pooled socket may be freed before its
+    connection closes it, which is a ResourceWarning (an error in this suite)."""
+    import cache.index
+
+    made: list[Any] = []
+    real = cache.index.make_client
+
+    def tracking(url: str):
+        made.append(real(url))
+        return made[-1]
+
+    monkeypatch.setattr(cache.index, "make_client", tracking)
+    yield
+    for client in made:
+        client.connection_pool.disconnect()

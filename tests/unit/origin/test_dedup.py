@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cache import verify
+from cache import redis_keys, verify
 from cache.__main__ import main as cache_main
 from cache.fingerprint import phash64
 from cache.index import RedisResultIndex
@@ -364,8 +364,8 @@ def test_pages_over_signature_limit_are_reused_only_when_identical(client, predi
     key = _key(upload(client, png(img)))
     store = app.extensions["ocr"].store
     assert store.exists(key, "result.json") and not store.exists(key, "signature.png")
-    # not indexed (nothing to verify a near duplicate against): no index key, only the queue's
-    assert not [k for k in redis_client.keys("ocr:*") if not k.startswith((b"ocr:v2:model:", b"ocr:v2:done:"))]
+    # not indexed (nothing to verify a near duplicate against): no band or pHash key
+    assert not [k for pattern in redis_keys.index_patterns() for k in redis_client.keys(pattern)]
     assert _key(upload(client, png(img))) == key  # identical pixels: exact HIT
     assert upload(client, encode(img, "JPEG", quality=90)).headers["X-OCR-Cache"] == "MISS"
     assert predictor.calls == 2

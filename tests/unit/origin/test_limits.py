@@ -1,0 +1,112 @@
+"""Upload rate limit (shared through real Redis) and optional API keys (issue 16 item 7)."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import replace
+
+import pytest
+
+from origin import create_app
+from origin.settings import ConfigError
+from tests.servers import free_port
+
+from .helpers import page, png, upload
+
+
+@pytest.fixture
+def make_client(predictor):
+    """A test client of a new app (a new origin); its Redis connections are closed afterwards
+    (an unclosed socket is a ResourceWarning, an error in this suite)."""
+    apps = []
+
+    def make(conf):
+        apps.append(create_app(conf, predictor=predictor))
+        return apps[-1].test_client()
+
+    yield make
+    for app in apps:
+        inner = app.extensions["ocr"].index.inner
+        if inner is not None:
+            inner.client.connection_pool.disconnect()
+
+
+def _codes(client, n: int, **kw) -> list[int]:
+    return [upload(client, png(page(f"rate {i}")), **kw).status_code for i in range(n)]
+
+
+def test_burst_then_429_json_with_retry_after_across_origins(settings, predictor, make_client) -> None:
+    limited = replace(settings, rate_limit=0.01, rate_burst=3)  # no refill within the test
+    one = make_client(limited)
+    other = make_client(limited)  # a second origin, same Redis
+    assert _codes(one, 2) == [303, 303]
+    assert upload(other, png(page("from the other origin"))).status_code == 303
+    resp = upload(one, png(page("one too many")))
+    assert resp.status_code == 429
+    assert resp.get_json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(resp.headers["Retry-After"]) <= 100
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert upload(other, png(page("still too many"))).status_code == 429
+    assert predictor.calls == 3  # refused uploads cost no recognition
+    # another client (nginx's X-Real-IP from a trusted proxy) has its own bucket
+    assert upload(one, png(page("someone else")), headers={"X-Real-IP": "203.0.113.9"}).status_code == 303
+
+
+def test_bucket_refills(settings, make_client) -> None:
+    client = make_client(replace(settings, rate_limit=0.5, rate_burst=1))
+    assert upload(client, png(page("first"))).status_code == 303
+    refused = upload(client, png(page("second")))
+    assert refused.status_code == 429
+    time.sleep(int(refused.headers["Retry-After"]) + 0.2)
+    assert upload(client, png(page("second"))).status_code == 303
+
+
+def test_default_is_on_and_generous(settings) -> None:
+    assert settings.rate_limit == 10 and settings.rate_burst == 100
+
+
+def test_untrusted_peer_cannot_choose_its_bucket(settings, make_client) -> None:
+    limited = replace(settings, rate_limit=0.5, rate_burst=1, forwarded_allow_ips="10.9.9.9")
+    client = make_client(limited)
+    codes = [upload(client, png(page(f"spoof {i}")), headers={"X-Real-IP": f"198.51.100.{i}"}).status_code
+             for i in range(2)]
+    assert codes == [303, 429]
+
+
+def test_limiter_without_redis_lets_requests_through(settings, make_client) -> None:
+    down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit=0.5, rate_burst=1)
+    client = make_client(down)
+    # let through by the limiter: what answers is the queue (which needs Redis), never a 429
+    codes = [upload(client, png(page(f"no redis {i}"))).get_json()["error"]["code"] for i in range(3)]
+    assert codes == ["queue_unavailable"] * 3
+
+
+def _keys_file(tmp_path, *keys: str):
+    path = tmp_path / "api-keys"
+    path.write_text("# name:sha256\n" + "".join(
+        f"k{i}:{hashlib.sha256(k.encode()).hexdigest()}\n" for i, k in enumerate(keys)))
+    return str(path)
+
+
+def test_api_keys(settings, predictor, tmp_path, make_client) -> None:
+    conf = replace(settings, api_keys_file=_keys_file(tmp_path, "alpha-secret", "beta-secret"))
+    client = make_client(conf)
+    missing = upload(client, png())
+    assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "unauthorized"
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = upload(client, png(), headers={"Authorization": "Bearer alpha-secreT"})
+    assert wrong.status_code == 401
+    assert predictor.calls == 0
+    ok = upload(client, png(), headers={"Authorization": "Bearer beta-secret"})
+    assert ok.status_code == 303
+    assert upload(client, png(), headers={"X-API-Key": "alpha-secret"}).status_code == 303
+    # results stay public: no key needed to read them
+    assert client.get(ok.headers["Location"]).status_code == 200
+
+
+def test_api_keys_file_must_be_usable(settings, predictor, tmp_path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_text("k:not-a-digest\n")
+    for path in (str(bad), str(tmp_path / "absent")):
+        with pytest.raises(ConfigError):
+            create_app(replace(settings, api_keys_file=path), predictor=predictor)
