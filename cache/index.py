@@ -31,7 +31,7 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 import redis
@@ -40,7 +40,7 @@ from redis.retry import Retry
 
 from . import redis_keys
 from .errors import IndexUnavailable
-from .fingerprint import PHASH_BITS, format_phash
+from .fingerprint import PHASH_BITS, fine_distance, format_phash
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +55,9 @@ MAX_RADIUS = 5
 BAND_COUNT = 3
 # Each unstable query bit doubles the buckets read in its band: 4 cost 168-350 buckets per lookup.
 MAX_UNSTABLE_BITS = 6
+# With a fine hash, this many times `limit` pHash candidates are ranked by it before the nearest
+# `limit` are verified: pages of one template crowd the same pHash (issue 16 item 6).
+FINE_POOL_FACTOR = 8
 
 # KEYS[1..n]: the probed band sets.
 # ARGV[1]: max distance d; ARGV[2]: m (bands); ARGV[3..2+m]: the query's remaining bits for band i
@@ -105,18 +108,26 @@ end
 return out
 """
 
+# How long Redis remembers which key some exact upload bytes got (forgetting costs one decode).
+BYTES_TTL_S = 30 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class Candidate:
     key: str
     phash: int
     distance: int
+    fine_distance: int | None = None  # bits from the query's fine hash (None: not compared)
 
 
 class ResultIndex(Protocol):
     """Finds earlier results whose pHash is near a query. Raises IndexUnavailable when down."""
 
-    def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0) -> list[Candidate]: ...
-    def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None: ...
+    def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0,
+                   fine: bytes = b"") -> list[Candidate]: ...
+    def record(self, namespace: str, key: str, phash: int, *, created_at: float, fine: bytes = b"") -> None: ...
+    def key_for_bytes(self, namespace: str, sha256_hex: str) -> str | None: ...
+    def record_bytes(self, namespace: str, sha256_hex: str, key: str) -> None: ...
     def ping(self) -> None: ...
 
 
@@ -269,12 +280,17 @@ class RedisResultIndex:
                 for v, bits in band.neighbours(band.value(phash), self.probe, band.value(unstable))]
 
     # ResultIndex ---------------------------------------------------------------------------
-    def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0) -> list[Candidate]:
+    def candidates(self, namespace: str, phash: int, *, limit: int = 8, unstable: int = 0,
+                   fine: bytes = b"") -> list[Candidate]:
         """Result keys whose pHash is within the radius, nearest first, newest first per pHash.
 
         `unstable`: bits of the query that are not counted (fingerprint.UNSTABLE_BITS; every
         extra bit doubles the buckets read in its band). `Candidate.distance` is the full one.
+        `fine` (fingerprint.fine_hash): up to FINE_POOL_FACTOR x `limit` candidates are ranked
+        by their recorded fine hash (nearest first; those without one after, by pHash) and the
+        first `limit` returned, so the true duplicate among look-alikes is tried first.
         """
+        want = limit * FINE_POOL_FACTOR if fine else limit
         if bin(unstable).count("1") > MAX_UNSTABLE_BITS:
             raise ValueError(f"at most {MAX_UNSTABLE_BITS} unstable bits")
         probes = self._probes(namespace, phash, unstable)
@@ -298,38 +314,54 @@ class RedisResultIndex:
                 batch = ordered[start:start + limit]
                 pipe = self.client.pipeline(transaction=False)
                 for _, h in batch:
-                    pipe.zrevrange(redis_keys.phash_members(namespace, format_phash(h)), 0, limit - 1)
+                    pipe.zrevrange(redis_keys.phash_members(namespace, format_phash(h)), 0, want - 1)
                 for (dist, h), members in zip(batch, pipe.execute()):
                     out.extend(Candidate(m.decode(), h, dist) for m in members)
-                if len(out) >= limit:
+                if len(out) >= want:
                     break
+            out = out[:want]
+            if fine and out:
+                out = self._rank_fine(namespace, out, fine)
             return out[:limit]
 
         return self._call("candidates", lookup)
 
-    def _queue_record(self, pipe: redis.client.Pipeline, ns: str, key: str, phash: int, created: float) -> None:
+    def _rank_fine(self, ns: str, found: list[Candidate], fine: bytes) -> list[Candidate]:
+        """`found` reordered by fine-hash distance (stable: pHash order breaks ties), then those
+        without a recorded fine hash (older entries: reindex adds them)."""
+        stored = self.client.hmget(redis_keys.fine_hashes(ns), [c.key for c in found])
+        ranked = [replace(c, fine_distance=fine_distance(fine, f)
+                          if isinstance(f, bytes) and len(f) == len(fine) else None)  # Redis is not trusted
+                  for c, f in zip(found, stored)]
+        return sorted(ranked, key=lambda c: (c.fine_distance is None, c.fine_distance or 0))
+
+    def _queue_record(self, pipe: redis.client.Pipeline, ns: str, key: str, phash: int, created: float,
+                      fine: bytes = b"") -> None:
         for band_key, band in zip(self._band_keys(ns, phash), self.bands):
             pipe.sadd(band_key, band.rest(phash))
         ph_key = redis_keys.phash_members(ns, format_phash(phash))
         pipe.zadd(ph_key, {key: created}, nx=True)
         pipe.zremrangebyrank(ph_key, 0, -(self.max_keys_per_phash + 1))
+        if fine:
+            pipe.hset(redis_keys.fine_hashes(ns), key, fine)
 
-    def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None:
+    def record(self, namespace: str, key: str, phash: int, *, created_at: float, fine: bytes = b"") -> None:
         """Add a stored result to the index (idempotent). Call only once the result is stored."""
         def write() -> None:
             # one MULTI/EXEC: a crash never leaves a band entry without its key list
             pipe = self.client.pipeline(transaction=True)
-            self._queue_record(pipe, namespace, key, phash, created_at)
+            self._queue_record(pipe, namespace, key, phash, created_at, fine)
             pipe.execute()
 
         self._call("record", write)
 
-    def record_many(self, items: Iterable[tuple[str, str, int, float]], *, batch: int = 1000) -> int:
-        """Record (namespace, key, phash, created_at) tuples in pipelined batches; returns count."""
+    def record_many(self, items: Iterable[tuple[str, str, int, float, bytes]], *, batch: int = 1000) -> int:
+        """Record (namespace, key, phash, created_at, fine hash or b"") tuples in pipelined
+        batches; returns the count."""
         n = 0
         pipe = self.client.pipeline(transaction=False)
-        for ns, key, phash, created in items:
-            self._queue_record(pipe, ns, key, phash, created)
+        for ns, key, phash, created, fine in items:
+            self._queue_record(pipe, ns, key, phash, created, fine)
             n += 1
             if n % batch == 0:
                 self._call("record_many", pipe.execute)
@@ -354,3 +386,13 @@ class RedisResultIndex:
 
     def ping(self) -> None:
         self._call("ping", self.client.ping)
+
+    # exact upload bytes -> key: a repeat upload is answered without decoding it ----------------
+    def key_for_bytes(self, namespace: str, sha256_hex: str) -> str | None:
+        """The result key recorded for these exact upload bytes, if any (the caller checks it)."""
+        raw = self._call("bytes_get", lambda: self.client.get(redis_keys.upload_bytes(namespace, sha256_hex)))
+        return raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+
+    def record_bytes(self, namespace: str, sha256_hex: str, key: str, *, ttl_s: int = BYTES_TTL_S) -> None:
+        self._call("bytes_set", lambda: self.client.set(redis_keys.upload_bytes(namespace, sha256_hex), key,
+                                                        ex=ttl_s))

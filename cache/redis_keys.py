@@ -14,6 +14,12 @@ v1 (before the index had its fixed 3-band layout) used `ocr:v1:band:{ns}:{d}:{i}
                                                      at 10^7 results.
     ocr:v2:ph:{ns}:{phash16}           ZSET          result keys with that pHash, score = created
                                                      unix time (newest first on lookup)
+    ocr:v2:fine:{ns}                   HASH          result key -> its 72-byte fine hash
+                                                     (cache/fingerprint.py fine_hash), which ranks
+                                                     the pHash candidates before verification
+    ocr:v2:bytes:{ns}:{sha256}         STRING        result key an upload with exactly these bytes
+                                                     got, so a repeat finds it without decoding
+                                                     (checked against storage before use); EX 30 d
     ocr:v2:rate:{client_id}            HASH          upload token bucket {tokens, at} of one
                                                      client (cache/limiter.py), PEXPIRE when idle
     ocr:v2:model:{queue}               STRING        JSON {name, version, namespace} of the model the
@@ -50,6 +56,14 @@ def batch(batch_id: str) -> str:
     return f"{PREFIX}batch:{batch_id}"
 
 
+def fine_hashes(ns: str) -> str:
+    return f"{PREFIX}fine:{ns}"
+
+
+def upload_bytes(ns: str, sha256_hex: str) -> str:
+    return f"{PREFIX}bytes:{ns}:{sha256_hex}"
+
+
 def rate_bucket(client_id: str) -> str:
     return f"{PREFIX}rate:{client_id}"
 
@@ -59,5 +73,6 @@ def job_done(key: str) -> str:
 
 
 def index_patterns() -> tuple[str, ...]:
-    """SCAN patterns of every index key (bands and pHash members, older layouts too)."""
-    return (f"{PREFIX}b:*", f"{PREFIX}ph:*") + _LEGACY_INDEX_PATTERNS
+    """SCAN patterns of every index key (bands, pHash members, fine hashes and upload bytes,
+    older layouts too): what `reindex --clear` removes."""
+    return (f"{PREFIX}b:*", f"{PREFIX}ph:*", f"{PREFIX}fine:*", f"{PREFIX}bytes:*") + _LEGACY_INDEX_PATTERNS

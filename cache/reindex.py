@@ -10,16 +10,29 @@ import logging
 from datetime import datetime
 from typing import Iterator
 
-from .fingerprint import parse_phash
+from .fingerprint import fine_hash, parse_phash
 from .index import RedisResultIndex
 from .keys import key_namespace
-from .store import RESULT, ResultStore
+from .store import RESULT, SIGNATURE, ResultStore
 from . import verify
 
 logger = logging.getLogger(__name__)
 
 
-def _entries(store: ResultStore, stats: dict[str, int]) -> Iterator[tuple[str, str, int, float]]:
+def _fine(store: ResultStore, key: str) -> bytes:
+    """The fine hash of a result's stored signature (the page in greyscale at its resolution:
+    the same hash as its upload's), b"" when it cannot be read."""
+    data = store.get(key, SIGNATURE)
+    if data is None:
+        return b""
+    try:
+        return fine_hash(verify.decode_signature(data))
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "corrupt"
+        logger.warning("reindex: no fine hash key=%s reason=%s", key, exc)
+        return b""
+
+
+def _entries(store: ResultStore, stats: dict[str, int]) -> Iterator[tuple[str, str, int, float, bytes]]:
     for key in store.iter_keys():
         body = store.get(key, RESULT)
         try:
@@ -37,7 +50,7 @@ def _entries(store: ResultStore, stats: dict[str, int]) -> Iterator[tuple[str, s
             stats["exact_only"] += 1
             continue
         stats["indexed"] += 1
-        yield key_namespace(key), key, phash, created
+        yield key_namespace(key), key, phash, created, _fine(store, key)
 
 
 def reindex(store: ResultStore, index: RedisResultIndex, *, clear: bool = False) -> dict[str, int]:

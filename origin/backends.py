@@ -47,22 +47,40 @@ class DegradingIndex:
             raise IndexUnavailable("no index configured")
         self.inner.ping()
 
-    def candidates(self, namespace: str, phash: int, *, limit: int, unstable: int = 0) -> list[Candidate]:
+    def candidates(self, namespace: str, phash: int, *, limit: int, unstable: int = 0,
+                   fine: bytes = b"") -> list[Candidate]:
         if self.inner is None:
             return []
         try:
-            return self.inner.candidates(namespace, phash, limit=limit, unstable=unstable)
+            return self.inner.candidates(namespace, phash, limit=limit, unstable=unstable, fine=fine)
         except IndexUnavailable as exc:
             self._failed("candidates", exc)
             return []
 
-    def record(self, namespace: str, key: str, phash: int, *, created_at: float) -> None:
+    def record(self, namespace: str, key: str, phash: int, *, created_at: float, fine: bytes = b"") -> None:
         if self.inner is None:
             return
         try:
-            self.inner.record(namespace, key, phash, created_at=created_at)
+            self.inner.record(namespace, key, phash, created_at=created_at, fine=fine)
         except IndexUnavailable as exc:
             self._failed("record", exc)  # `ocr-origin reindex` restores it from storage
+
+    def key_for_bytes(self, namespace: str, sha256_hex: str) -> str | None:
+        if self.inner is None:
+            return None
+        try:
+            return self.inner.key_for_bytes(namespace, sha256_hex)
+        except IndexUnavailable as exc:
+            self._failed("bytes_get", exc)
+            return None
+
+    def record_bytes(self, namespace: str, sha256_hex: str, key: str) -> None:
+        if self.inner is None:
+            return
+        try:
+            self.inner.record_bytes(namespace, sha256_hex, key)
+        except IndexUnavailable as exc:
+            self._failed("bytes_set", exc)  # the next identical upload is decoded: nothing lost
 
 
 class ResultFiles:

@@ -88,7 +88,10 @@ def check_secret(env: Mapping[str, str]) -> Check:
 
 
 def check_redis(env: Mapping[str, str]) -> Check:
-    url = env_get(env, "OCR_REDIS_URL")
+    from origin.settings import redact_url
+
+    secret_url = env_get(env, "OCR_REDIS_URL")
+    url = redact_url(secret_url)  # what the report says: never the password
     if not url:
         return Check("redis", WARN, "OCR_REDIS_URL is empty: the index is disabled, so there is no "
                                     "near-duplicate reuse and no single flight")
@@ -99,7 +102,7 @@ def check_redis(env: Mapping[str, str]) -> Check:
     except ImportError as exc:
         return Check("redis", FAIL, f"the redis package is missing ({exc})")
     # Short timeouts and no retries: redis-py's defaults would block ~4 s on a refused port.
-    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0,
+    client = redis.Redis.from_url(secret_url, socket_connect_timeout=1.0, socket_timeout=1.0,
                                   retry=Retry(NoBackoff(), 0))
     try:
         t0 = time.perf_counter()

@@ -10,6 +10,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from struct import error as struct_error  # Pillow raises it on some short headers
+from typing import Callable
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -33,8 +34,11 @@ class DecodedImage:
     format: str
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
-    """Decode upload bytes into a normalised RGB image or raise a 4xx OriginError."""
+def decode_image(data: bytes, *, max_pixels: int, charge: Callable[[int], None] | None = None) -> DecodedImage:
+    """Decode upload bytes into a normalised RGB image or raise a 4xx OriginError.
+
+    `charge(pixels)` is called with the size the header announces, after the pixel limit and
+    before any pixel is decoded: the caller's budget (origin/limits.py) may refuse it."""
     if not data:
         raise EmptyUpload()
     try:
@@ -47,6 +51,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             if w * h > max_pixels:
                 raise ImageTooLarge(f"the image is {w}×{h} pixels ({human_pixels(w * h)}); the limit is "
                                     f"{human_pixels(max_pixels)}")
+            if charge is not None:
+                charge(w * h)
             img.load()  # first frame of GIF/TIFF; raises OSError when truncated
             fmt = img.format or "unknown"
             rgb = to_rgb(ImageOps.exif_transpose(img))

@@ -8,7 +8,9 @@ compared with every digest in constant time, so timing says nothing about how mu
 Create one with `printf %s "$KEY" | sha256sum`.
 
 Rate limit (OCR_RATE_LIMIT, OCR_RATE_BURST): a token bucket per client in Redis
-(cache/limiter.py), so every origin behind the CDN shares one budget. The client is the API
+(cache/limiter.py), so every origin behind the CDN shares one budget. Decoding is paid from it
+too: an image larger than OCR_RATE_PIXELS counts as one upload per started OCR_RATE_PIXELS,
+charged from its header before a pixel is decoded (PixelCharge). The client is the API
 key's name when keys are on, else its address (nginx's X-Real-IP when the peer is a trusted
 proxy, OCR_FORWARDED_ALLOW_IPS). When Redis is down or unset, requests are let through and
 counted: the limiter must never be the outage.
@@ -21,7 +23,7 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from flask import Request, current_app, request
 
@@ -31,6 +33,7 @@ from cache.limiter import RedisRateLimiter
 from . import metrics
 from .errors import TooManyRequests, Unauthorized
 from .settings import ConfigError, Settings
+from .units import human_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class UploadGate:
     def __init__(self, settings: Settings, limiter: RedisRateLimiter | None) -> None:
         self.keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else None
         self.limiter = limiter
+        self.pixels_per_token = settings.rate_pixels
         trusted = {a.strip() for a in settings.forwarded_allow_ips.split(",") if a.strip()}
         self.trust_any_proxy = "*" in trusted
         self.trusted_proxies = trusted
@@ -97,13 +101,22 @@ class UploadGate:
             raise Unauthorized("unknown API key", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return found
 
-    def check(self, req: Request) -> None:
+    def check(self, req: Request) -> Callable[[int], None] | None:
+        """API key and one upload's worth of rate; returns the request's pixel charge (None
+        without a limiter)."""
         name = self.authenticate(req)
         if self.limiter is None:
-            return
+            return None
         client = f"key:{name}" if name is not None else f"ip:{self.client_address(req)}"
+        self.take(client, 1, "")
+        return PixelCharge(self, client)
+
+    def take(self, client: str, cost: int, why: str) -> None:
+        """Take `cost` uploads' worth from `client`'s bucket or raise 429; lets the request
+        through when Redis cannot be reached."""
+        assert self.limiter is not None
         try:
-            wait = self.limiter.take(client)
+            wait = self.limiter.take(client, min(cost, self.limiter.burst))  # more could never pass
         except IndexUnavailable as exc:
             metrics.LIMITER_ERRORS.inc()
             logger.warning("rate limit skipped client=%s error=%s", client, exc)
@@ -111,9 +124,30 @@ class UploadGate:
         if wait > 0:
             metrics.RATE_LIMITED.inc()
             retry = max(1, math.ceil(wait))
-            logger.info("rate limited client=%s retry_after=%d", client, retry)
-            raise TooManyRequests(f"more than {self.limiter.rate:g} uploads/s (bursts of {self.limiter.burst}) "
-                                  f"from this client; retry in {retry} s", headers={"Retry-After": str(retry)})
+            logger.info("rate limited client=%s cost=%d retry_after=%d", client, cost, retry)
+            raise TooManyRequests(f"{why}more than {self.limiter.rate:g} uploads/s (bursts of "
+                                  f"{self.limiter.burst}) from this client; retry in {retry} s",
+                                  headers={"Retry-After": str(retry)})
+
+
+class PixelCharge:
+    """Decoding paid from the client's upload budget, so that many cheap files announcing huge
+    images cannot buy a core each (issue 16 item 5): an image takes one upload's worth per
+    started OCR_RATE_PIXELS. The token taken at the door pays the first image's first share;
+    every further image of the request (a batch) pays in full."""
+
+    def __init__(self, gate: UploadGate, client: str) -> None:
+        self.gate = gate
+        self.client = client
+        self.prepaid = 1
+
+    def __call__(self, pixels: int) -> None:
+        per_token = self.gate.pixels_per_token  # 0: an image counts as one upload, whatever its size
+        cost = (max(1, math.ceil(pixels / per_token)) if per_token > 0 else 1) - self.prepaid
+        self.prepaid = 0
+        if cost > 0:
+            self.gate.take(self.client, cost, f"this image of {human_pixels(pixels)} counts as "
+                                              f"{cost + 1} uploads: ")
 
 
 def build_gate(settings: Settings, index: Any) -> UploadGate:
@@ -127,6 +161,7 @@ def build_gate(settings: Settings, index: Any) -> UploadGate:
     return UploadGate(settings, limiter)
 
 
-def check_upload() -> None:
-    """API key and rate limit for the current request; raises 401/429 OriginErrors."""
-    current_app.extensions["ocr_gate"].check(request)
+def check_upload() -> Callable[[int], None] | None:
+    """API key and rate limit for the current request (raises 401/429 OriginErrors); returns
+    what to charge each image's pixels to (OcrService.submit's `charge`)."""
+    return current_app.extensions["ocr_gate"].check(request)

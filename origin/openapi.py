@@ -219,6 +219,9 @@ def _upload_op(max_bytes: int, max_pixels: int) -> dict[str, Any]:
             "400": _error("empty, corrupt or malformed upload (bad base64, no `image` field)"),
             "413": _error(f"larger than {human_bytes(max_bytes)} or {human_pixels(max_pixels)}"),
             "415": _error("not an image we can decode (PNG, JPEG, WebP, BMP, TIFF, GIF)"),
+            "401": _error("API keys are on (OCR_API_KEYS_FILE) and none or an unknown one was sent"),
+            "429": _error("over this client's upload rate (an image of many pixels counts as several "
+                          "uploads); retry after Retry-After seconds"),
             "503": _error("storage or the job queue unavailable, or recognition failed; try again (Retry-After)"),
         },
     }
@@ -256,7 +259,10 @@ def _paths(max_bytes: int, max_pixels: int) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object"}}}},
             "responses": {"202": _json(_ref("BatchAccepted"), "queued: follow Location (/batches/<id>)"),
                           "400": _error("malformed batch"), "413": _error("too large"),
-                          "415": _error("not images"), "503": _error("the queue (Redis) is unavailable")}}},
+                          "415": _error("not images"),
+                          "401": _error("API keys are on and none or an unknown one was sent"),
+                          "429": _error("over this client's upload rate (every image counts)"),
+                          "503": _error("the queue (Redis) is unavailable")}}},
         "/batches/{batch_id}": {"get": {
             "summary": "A batch's progress: each item's status and result", "operationId": "getBatch",
             "parameters": [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}],

@@ -6,15 +6,19 @@ Reuse rule (README "Keys and reuse"): an upload reuses a stored result only if
   * a stored result of the same model namespace has a pHash within `hamming_distance` AND the
     verifier (cache/verify.py) accepts it: same shape and scale, no faint ink, no local
     difference above its threshold.
+Exactly the bytes of an earlier upload find that upload's key (and match) in Redis without being
+decoded again (`ocr:v2:bytes:`, checked against storage), and a PDF's key comes from its bytes:
+a repeated upload costs a hash, never a decode, however large its header says it is.
 Everything else is recognised by a queue worker (origin/worker.py) under its own key; the job id
 is that key, so identical uploads anywhere share one job (origin/jobs.py).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from PIL import Image
 
@@ -90,25 +94,56 @@ class OcrService:
         return self.results.exists(key, RESULT)
 
     # the flow --------------------------------------------------------------------------------
-    def submit(self, data: bytes, *, wait: bool = True) -> Outcome:
+    def submit(self, data: bytes, *, wait: bool = True, charge: Callable[[int], None] | None = None) -> Outcome:
         """The key of the result for these upload bytes; recognition runs on the queue when
-        needed, and this waits for it up to OCR_SYNC_WAIT_S (not at all with wait=False)."""
+        needed, and this waits for it up to OCR_SYNC_WAIT_S (not at all with wait=False).
+        `charge(pixels)` is asked before an image is decoded (the client's budget may refuse)."""
         if pdf.is_pdf(data):
             return self._submit_pdf(data, wait=wait)
-        decoded = decode_image(data, max_pixels=self.settings.max_pixels)
+        sha = hashlib.sha256(data).hexdigest()
+        known = self._known_bytes(sha)
+        if known is not None:  # exactly the bytes of an earlier upload: no decoding at all
+            metrics.UPLOADS.inc()
+            metrics.DEDUP.labels("hit", known.match).inc()
+            logger.info("upload done key=%s cache=HIT match=%s by=bytes sha256=%s", known.key, known.match,
+                        sha[:16])
+            return known
+        decoded = decode_image(data, max_pixels=self.settings.max_pixels, charge=charge)
         metrics.UPLOADS.inc()
         image = decoded.image
         fp = fingerprint(image, data)
         identity = self._identity_or_503()
         key = self.keys.derive(identity.namespace, fp.pixel_digest)
         if self._exists(key):
-            return self._done(Outcome(key, "exact"), fp)
-        near = self._near_duplicate(image, fp, identity.namespace)
-        if near is not None:
-            return self._done(Outcome(key=near, match="near"), fp)
-        outcome = self._enqueue(key, identity, data, pixels=image.width * image.height, kind="image", wait=wait,
-                                phash=fp.phash_hex)
+            outcome = Outcome(key, "exact")
+        else:
+            near = self._near_duplicate(image, fp, identity.namespace)
+            if near is not None:
+                outcome = Outcome(key=near, match="near")
+            else:
+                outcome = self._enqueue(key, identity, data, pixels=image.width * image.height, kind="image",
+                                        wait=wait, phash=fp.phash_hex)
+        # A near match is remembered as one (its key holds a look-alike's text, not these pixels').
+        kind = "near" if outcome.match == "near" else "exact"
+        self.index.record_bytes(identity.namespace, sha, f"{kind}:{outcome.key}")
         return self._done(outcome, fp)
+
+    def _known_bytes(self, sha: str) -> Outcome | None:
+        """The outcome these exact bytes had before, if Redis remembers it and storage holds its
+        result (a pending job's key is remembered too, and used once the result is stored).
+        Redis is not trusted: a malformed entry or another model's key is ignored."""
+        namespace = self.namespace
+        if namespace is None:
+            return None
+        entry = self.index.key_for_bytes(namespace, sha)
+        if entry is None:
+            return None
+        kind, _, key = entry.partition(":")
+        if kind not in ("exact", "near") or not is_valid_key(key) or not key.startswith(namespace):
+            logger.warning("upload bytes entry ignored sha256=%s entry=%r reason=foreign or malformed",
+                           sha[:16], entry[:80])
+            return None
+        return Outcome(key, kind) if self._exists(key) else None
 
     def _identity_or_503(self) -> ModelIdentity:
         """No worker has ever said which model it runs (or Redis was down since this origin
@@ -120,6 +155,14 @@ class OcrService:
 
     def _submit_pdf(self, data: bytes, *, wait: bool) -> Outcome:
         """A PDF: limits checked here, pages rendered and read by a worker; no near duplicates."""
+        identity = self.identity()
+        if identity is not None and data:  # the key comes from the bytes: a repeat is not opened
+            key = self.keys.derive(identity.namespace, pdf.digest(data))
+            if self._exists(key):
+                metrics.UPLOADS.inc()
+                metrics.DEDUP.labels("hit", "exact").inc()
+                logger.info("upload done key=%s kind=pdf match=exact", key)
+                return Outcome(key, "exact")
         info = pdf.inspect(data, dpi=self.settings.pdf_dpi, max_pages=self.settings.pdf_max_pages,
                            max_pixels=self.settings.max_pixels)
         metrics.UPLOADS.inc()
@@ -169,7 +212,7 @@ class OcrService:
             logger.info("near-duplicate lookup skipped reason=faint content phash=%s", fp.phash_hex)
             return None  # no candidate could pass: save the lookup and the signature reads
         candidates = self.index.candidates(namespace, fp.phash, limit=self.settings.max_candidates,
-                                           unstable=fp.unstable)
+                                           unstable=fp.unstable, fine=fp.fine)
         for cand in candidates:
             # Redis is not trusted: a malformed key never reaches storage, and another model's
             # result is never served, whatever an index entry says.
@@ -186,8 +229,8 @@ class OcrService:
                              cand.key, exc)
                 continue
             verdict = verify.compare(upload, signature)
-            logger.info("near-duplicate candidate key=%s distance=%d score=%.1f same=%s reason=%s",
-                        cand.key, cand.distance, verdict.score, verdict.same, verdict.reason)
+            logger.info("near-duplicate candidate key=%s distance=%d fine=%s score=%.1f same=%s reason=%s",
+                        cand.key, cand.distance, cand.fine_distance, verdict.score, verdict.same, verdict.reason)
             if verdict.same:
                 return cand.key
             metrics.NEAR_REJECTED.inc()

@@ -11,6 +11,7 @@ deploy/nginx/render.py load this file by path (importing the `origin` package wo
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -100,7 +101,7 @@ _OPTIONS: tuple[Option, ...] = (
     # the origin app ---------------------------------------------------------------------------
     Option("OCR_REDIS_URL", "str", "redis://127.0.0.1:{OCR_REDIS_PORT}/0",
            "Redis index; empty string disables it (no dedup, no rate limit). Credentials in the URL "
-           "(`redis://:password@host:port/db`) are used",
+           "(`redis://:password@host:port/db`) are used (reports and logs show the password as `***`)",
            readme_default="`redis://127.0.0.1:${OCR_REDIS_PORT}/0`", keep_empty=True),
     Option("OCR_STORAGE_URL", "str", "file://{OCR_VAR_DIR}/results", "`file://DIR` or `s3://bucket/prefix`",
            readme_default="`file://${OCR_VAR_DIR}/results`"),
@@ -140,6 +141,10 @@ _OPTIONS: tuple[Option, ...] = (
            "Redis; `0` turns the limit off; over it: 429 with `Retry-After`", minimum=0),
     Option("OCR_RATE_BURST", "int", "100", "uploads a client may send at once before the rate applies",
            minimum=1),
+    Option("OCR_RATE_PIXELS", "int", "10000000",
+           "decoding is charged to the same budget: an image of more pixels takes one more upload "
+           "of the rate per started `OCR_RATE_PIXELS` (a 40 MP image counts as 4 uploads); `0`: "
+           "every upload counts as one", minimum=0),
     Option("OCR_API_KEYS_FILE", "optional", "",
            "file of SHA-256 hashes of the API keys allowed to upload, one `name:hexdigest` a line; "
            "unset: uploads need no key (results are public either way)"),
@@ -224,6 +229,20 @@ def load_secret(environ: Mapping[str, str]) -> bytes:
     return secret
 
 
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`, for messages, logs and reports (a Redis URL
+    may carry credentials: `redis://:password@host:port/db`, or `?password=` as redis-py allows)."""
+    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    # without a colon the whole userinfo may be a password typed where a user name goes
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}://{shown}@{tail}"
+
+
 def _d(name: str) -> Any:
     """A Settings field default: the option's default in an empty environment."""
     return field(default=OPTIONS[name].parse({}))
@@ -233,7 +252,7 @@ def _d(name: str) -> Any:
 class Settings:
     """What the origin app reads, parsed once by `from_env`; tests build it directly."""
     secret: bytes = field(repr=False)
-    redis_url: str = _d("OCR_REDIS_URL")
+    redis_url: str = field(default=OPTIONS["OCR_REDIS_URL"].parse({}), repr=False)  # may hold a password
     storage_url: str = _d("OCR_STORAGE_URL")
     s3_endpoint_url: str | None = None
     max_upload_bytes: int = _d("OCR_MAX_UPLOAD_BYTES")
@@ -249,6 +268,7 @@ class Settings:
     max_candidates: int = _d("OCR_MAX_CANDIDATES")
     rate_limit: float = _d("OCR_RATE_LIMIT")
     rate_burst: int = _d("OCR_RATE_BURST")
+    rate_pixels: int = _d("OCR_RATE_PIXELS")
     api_keys_file: str | None = None
     forwarded_allow_ips: str = _d("OCR_FORWARDED_ALLOW_IPS")
     queue_name: str = _d("OCR_QUEUE")
@@ -300,6 +320,7 @@ class Settings:
             error_max_age=get("OCR_ERROR_MAX_AGE", environ),
             rate_limit=get("OCR_RATE_LIMIT", environ),
             rate_burst=get("OCR_RATE_BURST", environ),
+            rate_pixels=get("OCR_RATE_PIXELS", environ),
             api_keys_file=get("OCR_API_KEYS_FILE", environ),
             forwarded_allow_ips=get("OCR_FORWARDED_ALLOW_IPS", environ),
             queue_name=get("OCR_QUEUE", environ),

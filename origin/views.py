@@ -116,8 +116,8 @@ def _accepted(location: str, body: dict[str, object]) -> Response:
 @bp.post("/ocr")
 def upload() -> Response:
     try:
-        limits.check_upload()  # API key (when configured) and the per-client rate limit
-        outcome = service().submit(_upload_bytes(), wait=not _respond_async())
+        charge = limits.check_upload()  # API key (when configured) and the per-client rate limit
+        outcome = service().submit(_upload_bytes(), wait=not _respond_async(), charge=charge)
     except OriginError as exc:
         if exc.status < 500:
             metrics.REJECTED.labels(exc.code).inc()
@@ -205,6 +205,7 @@ def batch_upload() -> Response:
     if svc.queue is None:
         raise QueueUnavailable("batches need Redis (OCR_REDIS_URL is empty)")
     try:
+        charge = limits.check_upload()  # the same key and budget as single uploads; each item pays
         files = _batch_files()
     except OriginError as exc:
         metrics.REJECTED.labels(exc.code).inc()
@@ -212,7 +213,7 @@ def batch_upload() -> Response:
     items = []
     for name, data in files:
         try:
-            outcome = svc.submit(data, wait=False)
+            outcome = svc.submit(data, wait=False, charge=charge)
             items.append({"name": name, "key": outcome.key})
         except (QueueUnavailable, StorageDown):
             raise  # the whole batch waits for the service, not item by item

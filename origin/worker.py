@@ -30,7 +30,7 @@ import redis
 from PIL import Image
 
 from cache import redis_keys, verify
-from cache.fingerprint import Fingerprint, fingerprint, parse_phash, pixel_digest
+from cache.fingerprint import Fingerprint, fine_hash, fingerprint, parse_phash, pixel_digest
 from cache.keys import KeyDeriver
 from cache.store import RESULT, SIGNATURE, THUMBNAIL, ResultStore
 
@@ -96,7 +96,7 @@ class Recognition:
         image = decode_image(data, max_pixels=self.settings.max_pixels).image
         fp = fingerprint(image, data) if phash is None else Fingerprint(
             sha256=hashlib.sha256(data).hexdigest(), pixel_digest=pixel_digest(image),
-            phash=parse_phash(phash), width=image.width, height=image.height)
+            phash=parse_phash(phash), width=image.width, height=image.height, fine=fine_hash(image))
         # Never store one image's text under another's key, whatever the queue says.
         expected = self.keys.derive(namespace, fp.pixel_digest)
         if expected != key:
@@ -129,7 +129,7 @@ class Recognition:
             # nothing to verify a near duplicate against: not indexed, reused only when identical
             logger.info("near-duplicate reuse off key=%s reason=page over %d pixels", key, verify.MAX_PIXELS)
         else:
-            self.index.record(self.identity.namespace, key, fp.phash, created_at=created)
+            self.index.record(self.identity.namespace, key, fp.phash, created_at=created, fine=fp.fine)
         self.timings["store"] = time.perf_counter() - t1
         return body
 

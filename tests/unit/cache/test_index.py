@@ -263,3 +263,21 @@ def test_limit_keeps_the_nearest(index: RedisResultIndex) -> None:
     got = index.candidates(NS, query, limit=12)
     assert len(got) == 12
     assert {c.key for c in got[:8]} == by_distance[0] and all(c.distance == 1 for c in got[8:])
+
+
+def test_fine_hash_ranks_look_alikes_that_share_a_phash(index: RedisResultIndex) -> None:
+    """Issue 16 item 6: pages of one template share a pHash; newest first, the page a copy was
+    made of fell behind its look-alikes. A recorded fine hash puts it first."""
+    rng = random.Random(3)
+    fines = [rng.randbytes(72) for _ in range(12)]
+    for i, fine in enumerate(fines):
+        index.record(NS, key(i), 777, created_at=float(i), fine=fine)
+    index.record(NS, key(12), 777, created_at=100.0)  # recorded without one (before fine hashes)
+    query = bytearray(fines[0])
+    query[0] ^= 0b101  # 2 bits from result 0's
+    assert key(0) not in [c.key for c in index.candidates(NS, 777, limit=8)]  # crowded out
+    ranked = index.candidates(NS, 777, limit=8, fine=bytes(query))
+    assert ranked[0].key == key(0) and ranked[0].fine_distance == 2
+    assert len(ranked) == 8 and all(c.fine_distance is not None and c.fine_distance > 200 for c in ranked[1:])
+    everything = index.candidates(NS, 777, limit=13, fine=bytes(query))
+    assert everything[-1].key == key(12) and everything[-1].fine_distance is None  # unknown: last

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 
 from cache.__main__ import main
+from cache import redis_keys
+from cache.fingerprint import fine_hash
 from cache.index import RedisResultIndex
 from cache.reindex import reindex
 from cache.store import FileResultStore, S3ResultStore
@@ -66,3 +69,19 @@ def test_cli_redis_down_fails_cleanly(tmp_path, capsys) -> None:
     _put(FileResultStore(tmp_path), NS + "a" * 28, "00000000000000ff")
     rc = main(["reindex", "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--storage-url", f"file://{tmp_path}"])
     assert rc == 1 and "reindex failed" in capsys.readouterr().err
+
+
+def test_reindex_restores_fine_hashes_from_signatures(tmp_path, redis_url, redis_client) -> None:
+    from PIL import Image, ImageDraw
+
+    store = FileResultStore(tmp_path)
+    page = Image.new("RGB", (300, 80), "white")
+    ImageDraw.Draw(page).text((10, 30), "Invoice 2026-0042", fill="black")
+    signature = io.BytesIO()
+    page.convert("L").save(signature, format="PNG")  # what the worker stores (verify.make_signature)
+    key = NS + "a" * 28
+    assert store.put(key, "signature.png", signature.getvalue(), content_type="image/png")
+    _put(store, key, "00000000000000ff")  # its placeholder signature does not replace ours (write-once)
+    reindex(store, RedisResultIndex.from_url(redis_url), clear=True)
+    # the same fine hash as the upload itself had: the ranking survives a rebuild
+    assert redis_client.hget(redis_keys.fine_hashes(NS), key) == fine_hash(page)

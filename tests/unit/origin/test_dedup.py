@@ -16,7 +16,7 @@ from cache.index import RedisResultIndex
 from cache.keys import model_namespace
 from cache.store import FileResultStore, S3ResultStore
 from origin import create_app
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer
 from tests.unit.cache.corpus import CJK_FONTS, Doc, encode, one_char_pairs, render_lines, variants
 
 from .conftest import CountingPredictor
@@ -365,7 +365,85 @@ def test_pages_over_signature_limit_are_reused_only_when_identical(client, predi
     store = app.extensions["ocr"].store
     assert store.exists(key, "result.json") and not store.exists(key, "signature.png")
     # not indexed (nothing to verify a near duplicate against): no band or pHash key
-    assert not [k for pattern in redis_keys.index_patterns() for k in redis_client.keys(pattern)]
+    assert not redis_client.keys(redis_keys.PREFIX + "b:*") and not redis_client.keys(redis_keys.PREFIX + "ph:*")
     assert _key(upload(client, png(img))) == key  # identical pixels: exact HIT
     assert upload(client, encode(img, "JPEG", quality=90)).headers["X-OCR-Cache"] == "MISS"
     assert predictor.calls == 2
+
+
+def _count_decodes(monkeypatch) -> list[int]:
+    import origin.service
+
+    decodes: list[int] = []
+    real = origin.service.decode_image
+    monkeypatch.setattr(origin.service, "decode_image", lambda *a, **kw: decodes.append(1) or real(*a, **kw))
+    return decodes
+
+
+def test_identical_bytes_find_their_key_without_decoding(client, predictor, monkeypatch, redis_client) -> None:
+    """Issue 16 item 5: a small file whose header claims a huge image was decoded again on every
+    repeat, even when its result existed."""
+    data = encode(page("decode me once"), "JPEG", quality=80)
+    first = upload(client, data)
+    assert first.status_code == 303 and first.headers["X-OCR-Cache"] == "MISS"
+    decodes = _count_decodes(monkeypatch)
+    again = upload(client, data)
+    assert again.headers["X-OCR-Cache"] == "HIT" and again.headers["X-OCR-Match"] == "exact"
+    assert again.headers["Location"] == first.headers["Location"]
+    assert decodes == [] and predictor.calls == 1
+    # Redis is not trusted: another namespace's key, a malformed key or kind is ignored (decoded)
+    entries = redis_client.keys(redis_keys.PREFIX + "bytes:*")
+    assert len(entries) == 1
+    for n, poisoned in enumerate(["exact:zzzz" + "a" * 28, "exact:../../etc/passwd", "magic:" + _key(first)], 1):
+        redis_client.set(entries[0], poisoned)
+        third = upload(client, data)
+        assert third.headers["X-OCR-Cache"] == "HIT" and third.headers["Location"] == first.headers["Location"]
+        assert len(decodes) == n
+
+
+def test_bytes_of_a_near_duplicate_stay_a_near_hit(client, predictor, monkeypatch) -> None:
+    img = page("Near duplicate bytes 777")
+    first = _key(upload(client, png(img)))
+    copy = encode(img, "JPEG", quality=70)
+    assert upload(client, copy).headers["X-OCR-Match"] == "near"
+    decodes = _count_decodes(monkeypatch)
+    again = upload(client, copy)
+    assert again.headers["X-OCR-Match"] == "near" and _key(again) == first and decodes == []
+    assert predictor.calls == 1
+
+
+def test_bytes_entry_without_stored_result_is_decoded(client, predictor, tmp_path, monkeypatch) -> None:
+    """The shortcut never answers from Redis alone: a result missing from storage means decode."""
+    data = png(page("gone from storage"))
+    key = _key(upload(client, data))
+    removed = [p for p in (tmp_path / "results").rglob("*") if p.is_file() and key in str(p)]
+    assert {p.name for p in removed} == {"result.json", "signature.png", "thumbnail.jpg"}
+    for path in removed:  # the whole result (its signature too: no near duplicate of itself)
+        path.unlink()
+    decodes = _count_decodes(monkeypatch)
+    again = upload(client, data)
+    assert decodes == [1] and _key(again) == key and predictor.calls == 2
+
+
+CUSTOMERS = ["Acme Ltd", "Beta GmbH", "Gamma SA", "Delta Inc", "Epsilon", "Zeta Co", "Eta LLC", "Theta AG",
+             "Iota BV", "Kappa", "Lambda Ltd", "Mu Corp"]
+
+
+def test_a_copy_among_look_alikes_is_tried_first(client, predictor, caplog) -> None:
+    """Issue 16 item 6: after 12 invoices of one template, a JPEG copy of the first was
+    recognised again (the 8 nearest pHash candidates were all its siblings)."""
+    rng = random.Random(1)
+    invoices = [render_lines((f"INVOICE No. 2026-{1000 + i}", f"Customer: {name}", f"Date: 2026-11-{i + 3:02d}",
+                              f"Amount due: ${rng.randint(100, 9999)}.{rng.randint(0, 99):02d}",
+                              "Thank you for your business."), "dejavu-sans", 20, 640)
+                for i, name in enumerate(CUSTOMERS)]
+    keys = [_key(upload(client, png(img))) for img in invoices]
+    assert len(set(keys)) == 12 and predictor.calls == 12
+    caplog.set_level(logging.INFO, logger="origin.service")
+    for n in (0, 5):
+        caplog.clear()
+        resp = upload(client, encode(invoices[n], "JPEG", quality=70))
+        assert resp.headers["X-OCR-Match"] == "near" and _key(resp) == keys[n]
+        tried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("near-duplicate candidate key=")]
+        assert len(tried) == 1, tried  # the true duplicate came first: no sibling was verified
+    assert predictor.calls == 12

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from dataclasses import replace
 
@@ -110,3 +111,44 @@ def test_api_keys_file_must_be_usable(settings, predictor, tmp_path) -> None:
     for path in (str(bad), str(tmp_path / "absent")):
         with pytest.raises(ConfigError):
             create_app(replace(settings, api_keys_file=path), predictor=predictor)
+
+
+def test_decoding_is_paid_from_the_budget_before_any_pixel_is_decoded(settings, predictor, make_client) -> None:
+    """Issue 16 item 5: cheap files announcing large images cost one upload each and a decode."""
+    from PIL import Image
+
+    from tests.unit.cache.corpus import encode
+
+    conf = replace(settings, rate_limit=0.01, rate_burst=7, rate_pixels=100_000)  # no refill in the test
+    client = make_client(conf)
+    small = png(page("small one"))  # 640 x ~100 px: one upload's worth
+    big = Image.new("L", (1000, 450), 255)  # 450,000 px: counts as 5
+    big.paste(page("big one").convert("L"), (0, 0))
+    assert upload(client, small).status_code == 303
+    assert upload(client, encode(big, "PNG")).status_code == 303
+    # one token left: the door lets a request in, then a header announcing 450,000 px is refused
+    # before decoding (a truncated file, which decoding would have answered 400 corrupt_image)
+    truncated = encode(Image.new("L", (1000, 450), 128), "PNG")[:120]
+    refused = upload(client, truncated)
+    assert refused.status_code == 429, refused.get_data(as_text=True)
+    assert "counts as 5 uploads" in refused.get_json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert predictor.calls == 2
+    # OCR_RATE_PIXELS=0: every image counts as one upload, so the same file is decoded (and is 400)
+    flat = make_client(replace(conf, rate_pixels=0))
+    assert upload(flat, truncated, headers={"X-Real-IP": "203.0.113.7"}).status_code == 400
+
+
+def test_batches_need_the_key_and_pay_per_image(settings, predictor, tmp_path, make_client) -> None:
+    conf = replace(settings, rate_limit=0.01, rate_burst=3,
+                   api_keys_file=_keys_file(tmp_path, "batch-secret"))
+    client = make_client(conf)
+    images = {"image": [(io.BytesIO(png(page(f"batch item {n}"))), f"{n}.png") for n in range(3)]}
+    assert client.post("/ocr/batch", data=images, content_type="multipart/form-data").status_code == 401
+    images = {"image": [(io.BytesIO(png(page(f"batch item {n}"))), f"{n}.png") for n in range(3)]}
+    auth = {"Authorization": "Bearer batch-secret"}
+    resp = client.post("/ocr/batch", data=images, content_type="multipart/form-data", headers=auth)
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    assert predictor.calls == 3
+    # three images took the whole burst of 3: the next upload waits
+    assert upload(client, png(page("after the batch")), headers=auth).status_code == 429

@@ -7,7 +7,7 @@ from dataclasses import replace
 from PIL import Image
 from rapidfuzz.distance import Levenshtein
 
-from origin import create_app
+from origin import create_app, pdf
 
 from .conftest import WEIGHTS
 from .helpers import page, upload
@@ -23,7 +23,7 @@ def make_pdf(texts: list[str], dpi: int = 200) -> bytes:
     return buf.getvalue()
 
 
-def test_three_page_pdf_one_result_three_pages_read(client, predictor) -> None:
+def test_three_page_pdf_one_result_three_pages_read(client, predictor, monkeypatch) -> None:
     data = make_pdf(PAGE_TEXTS)
     resp = upload(client, data, raw_type="application/pdf", json=True)
     assert resp.status_code == 201, resp.get_data(as_text=True)
@@ -39,11 +39,15 @@ def test_three_page_pdf_one_result_three_pages_read(client, predictor) -> None:
             assert Levenshtein.normalized_distance(first, expected) <= 0.05, (first, expected)
     thumb = client.get(f"/results/{body['key']}/thumbnail.jpg")
     assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.data)).width <= 320
-    # the same bytes again (multipart this time): HIT, no recognition
+    # the same bytes again (multipart this time): HIT, no recognition, not even opened (its key
+    # comes from its bytes)
+    opened: list[int] = []
+    real_inspect = pdf.inspect
+    monkeypatch.setattr(pdf, "inspect", lambda *a, **kw: opened.append(1) or real_inspect(*a, **kw))
     again = client.post("/ocr", data={"file": (io.BytesIO(data), "doc.pdf")}, content_type="multipart/form-data")
     assert again.status_code == 303 and again.headers["X-OCR-Cache"] == "HIT"
     assert again.headers["Location"] == f"/results/{body['key']}"
-    assert predictor.calls == 3
+    assert predictor.calls == 3 and opened == []
 
 
 def test_pdf_limits_and_corruption_are_4xx_json(settings, predictor) -> None:
