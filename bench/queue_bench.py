@@ -12,8 +12,8 @@ temp dir, and N `ocr-origin worker` processes. For each N: distinct one-line ima
 OCR_SYNC_WAIT_S); uploads/s and p50/p99 of each upload's latency. Then the MISS latency of a
 one-line image with one worker, sequentially (median of --latency-n), alternating with the
 baseline origin when --baseline is given (bench/inline_origin.py: this code and model with
-recognition inside the request, as before the queue), so both see the same load. Prints JSON. With --baseline the workers run at the baseline's CPU priority (nice 0).
-Loopback only, bounded in count.
+recognition inside the request, as before the queue), so both see the same load; the workers
+then run at the baseline's CPU priority (nice 0). Prints JSON. Loopback only, bounded in count.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))  # tests.servers starts the servers
 import requests  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from tests.servers import OriginServer, RedisServer, WorkerProcess, free_port  # noqa: E402
+from tests.servers import OriginServer, RedisServer, WorkerProcess  # noqa: E402
 
 logger = logging.getLogger("bench.queue_bench")
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -158,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                        for i in range(n)]
             try:
                 post(origin.url, one_line())  # warm-up
-                logger.info("%d worker(s): one-line uploads", n)
-                lines = throughput(origin.url, [one_line() for _ in range(args.lines)])
-                logger.info("%d worker(s): pages", n)
-                pages = throughput(origin.url, [page() for _ in range(args.pages)])
-                out["throughput"][str(n)] = {"one_line": lines, "page": pages}
-                logger.info("%d worker(s): %s", n, out["throughput"][str(n)])
+                if args.lines and args.pages:  # 0: the MISS latency only
+                    logger.info("%d worker(s): one-line uploads", n)
+                    lines = throughput(origin.url, [one_line() for _ in range(args.lines)])
+                    logger.info("%d worker(s): pages", n)
+                    pages = throughput(origin.url, [page() for _ in range(args.pages)])
+                    out["throughput"][str(n)] = {"one_line": lines, "page": pages}
+                    logger.info("%d worker(s): %s", n, out["throughput"][str(n)])
                 if n == 1:
                     bases = {"queue": origin.url}
                     if args.baseline:

@@ -10,9 +10,9 @@ A job (`recognise`) decodes the upload again (the model needs the pixels), check
 give the job's key, runs the recognizer and stores signature, thumbnail and result (result.json
 last: its presence means complete), wakes the uploads waiting for it at once, then indexes the
 pHash (the origin's, sent with the job). Each job's log line gives its stages in ms. A worker
-that dies mid-job stops heartbeating; within
-HEARTBEAT_TTL_S + MAINTENANCE_S any live worker's maintenance finds the job abandoned and RQ
-retries it (OCR_JOB_RETRIES) or marks it failed, so no job stays "running" for ever.
+that dies mid-job stops heartbeating; within HEARTBEAT_TTL_S + MAINTENANCE_S any live worker's
+maintenance finds the job abandoned and RQ retries it (OCR_JOB_RETRIES) or marks it failed, so
+no job stays "running" for ever.
 """
 from __future__ import annotations
 

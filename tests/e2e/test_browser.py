@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -267,6 +268,44 @@ def test_upload_by_drop_and_by_paste(page: Any, nginx: NginxServer) -> None:
     han = [line for line in result["lines"] if any("\u4e00" <= ch <= "\u9fff" for ch in line["text"])]
     assert han, result["text"]
     assert pasted.locator("[data-testid=line-text][lang=zh]").count() == len(han)
+
+
+def test_a_queued_upload_is_followed_until_its_result_shows_with_byte_progress(page: Any,
+                                                                               nginx: NginxServer) -> None:
+    """An upload answered `202 Accepted` is followed at its job location until the result shows,
+    and the upload's bytes are reported while they go. The 202 is the real server's: this
+    browser's POST asks for it (`Prefer: respond-async`), as a busy queue would answer."""
+    posts: list[int] = []
+    job_gets: list[int] = []
+    page.route("**/ocr?format=json", lambda route: route.continue_(
+        headers={**route.request.headers, "prefer": "respond-async"}))
+    page.on("response", lambda r: posts.append(r.status) if r.request.method == "POST" and "/ocr?" in r.url
+            else job_gets.append(r.status) if "/jobs/" in r.url else None)
+    # Every status text and progress value the card shows, however briefly.
+    page.evaluate("""() => {
+        window.seen = { status: [], progress: [] };
+        new MutationObserver((records) => {
+            for (const r of records) {
+                if (r.type === "attributes") { window.seen.progress.push(r.target.getAttribute("value")); continue; }
+                if (r.target.dataset?.testid !== "card-status") continue;  // (a replaced text has no parent now)
+                for (const n of r.addedNodes) if (n.nodeType === Node.TEXT_NODE) window.seen.status.push(n.data);
+            }
+        }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["value"] });
+    }""")
+    tag = uuid.uuid4().hex[:8].upper()  # new content: a MISS (a stored result would answer 200)
+    card = pick(page, "queued.png", render([f"Queued scan {tag}", "Total due: $9,876.54"]))
+    seen = page.evaluate("window.seen")
+    assert posts == [202], posts  # queued, not answered in the request
+    assert job_gets and set(job_gets) <= {200, 303}, job_gets  # the job location, followed to the result
+    assert_card_matches(card, result_of(nginx, card))
+    assert card.get_attribute("data-match") == "miss"
+    assert any(tag in line for line in shown_lines(card)), shown_lines(card)
+    status = seen["status"]
+    assert any(re.fullmatch(r"Uploading [\d.]+ (bytes|KiB|MiB) of [\d.]+ (bytes|KiB|MiB)…", t) for t in status), status
+    assert "100" in seen["progress"], seen["progress"]  # every byte sent
+    assert any(t.startswith("Waiting in the queue") for t in status), status
+    assert status.index(next(t for t in status if t.startswith("Waiting in the queue"))) > \
+        status.index(next(t for t in status if t.startswith("Uploading"))), status
 
 
 def test_a_bad_file_shows_a_readable_error(page: Any) -> None:
