@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return model(x)
 
+    # Built outside inference mode: tracing and export need ordinary tensors.
+    frozen_cl, onnx = TorchRunner(model), OnnxRunner(model, threads=args.threads)
     with torch.inference_mode():
         scripted = torch.jit.freeze(torch.jit.trace(model, xs[0], check_trace=False))
         optimised = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, xs[0], check_trace=False)))
@@ -62,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 
         def channels_last(x: torch.Tensor) -> torch.Tensor:
             return model_cl(x.contiguous(memory_format=torch.channels_last))
-
-        frozen_cl, onnx = TorchRunner(model), OnnxRunner(model, threads=args.threads)
 
         def path(lp: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
             best, ids = lp[0].float().max(-1)
