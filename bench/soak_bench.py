@@ -7,7 +7,8 @@
 The mix (seeded): new uploads (MISS, recognition), repeated uploads (HIT), result and
 thumbnail GETs (nginx cache), and bad input (corrupt images, malformed keys, dot-segment paths,
 wrong content types). An error is a 5xx or an answer of the wrong class for its kind (e.g. a
-corrupt image that is not a 4xx). Worker RSS is read from /proc after a warm-up and at the end;
+corrupt image that is not a 4xx). Worker RSS is read from /proc after a warm-up (the same mix,
+--warmup requests, errors counted too) and at the end;
 the goal is 0 errors and growth of at most 5 %. The stack has no rate limit (one client).
 """
 from __future__ import annotations
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=1000,
+                        help="mixed requests before the first RSS reading (every worker through every path)")
     args = parser.parse_args(argv)
 
     from tests.servers import NginxServer, OriginServer, RedisServer, WorkerProcess
@@ -104,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             keys.append(r.headers["Location"].rsplit("/", 1)[-1])
         for key in keys:
             session.get(base + f"/results/{key}", timeout=30)
-        rss_before = worker_rss(origin.proc.pid)
 
         names = list(KINDS)
         weights = [KINDS[k][0] for k in names]
+        warmup = [rng.choices(names, weights)[0] for _ in range(args.warmup)]
         plan = [rng.choices(names, weights)[0] for _ in range(args.requests)]
         latencies: dict[str, list[float]] = {k: [] for k in names}
         errors: list[str] = []
@@ -142,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "upload_new" and r.status_code == 303:
                     keys.append(r.headers["Location"].rsplit("/", 1)[-1])
 
+        # The same mix first, unmeasured: a worker's first requests of each kind allocate what it
+        # then keeps (imports, pools, caches); growth after that is what a leak would show.
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(one, warmup))
+        errors_in_warmup = len(errors)
+        latencies = {k: [] for k in names}
+        rss_before = worker_rss(origin.proc.pid)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(one, plan))
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         growth = {pid: round(100 * (rss_after[pid] - rss_before[pid]) / rss_before[pid], 2) for pid in common}
         report = {
             "requests": args.requests, "seconds": round(seconds, 1), "rps": round(args.requests / seconds, 1),
-            "errors": len(errors), "first_errors": errors[:5],
+            "errors": len(errors), "errors_in_warmup": errors_in_warmup, "first_errors": errors[:5],
             "by_kind": {k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in latencies.items()},
             "worker_rss_mb": {str(pid): [round(rss_before[pid] / 2**20, 1), round(rss_after[pid] / 2**20, 1)]
                               for pid in common},
