@@ -111,11 +111,18 @@ def pixel_digest(image: Image.Image) -> str:
     return h.hexdigest()
 
 
-def fingerprint(image: Image.Image, data: bytes) -> Fingerprint:
-    """Fingerprint a decoded, normalised RGB image and the bytes it came from."""
-    phash, unstable = phash_and_unstable(image)
+def fingerprint(image: Image.Image, data: bytes, *, sha256: str | None = None,
+                phash: int | None = None) -> Fingerprint:
+    """Fingerprint a decoded, normalised RGB image and the bytes it came from.
+
+    `sha256` (hex, of `data`) and `phash`: already computed by the caller (the origin hashes the
+    bytes before decoding; a queue worker gets the origin's pHash with the job), so not again. A
+    given pHash comes without its unstable-bit mask, which only the near-duplicate lookup uses."""
+    unstable = 0
+    if phash is None:
+        phash, unstable = phash_and_unstable(image)
     return Fingerprint(
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 if sha256 is not None else hashlib.sha256(data).hexdigest(),
         pixel_digest=pixel_digest(image),
         phash=phash,
         width=image.width,

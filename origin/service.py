@@ -111,7 +111,7 @@ class OcrService:
         decoded = decode_image(data, max_pixels=self.settings.max_pixels, charge=charge)
         metrics.UPLOADS.inc()
         image = decoded.image
-        fp = fingerprint(image, data)
+        fp = fingerprint(image, data, sha256=sha)   # the bytes are hashed once, above
         identity = self._identity_or_503()
         key = self.keys.derive(identity.namespace, fp.pixel_digest)
         if self._exists(key):

@@ -30,7 +30,7 @@ import redis
 from PIL import Image
 
 from cache import redis_keys, verify
-from cache.fingerprint import Fingerprint, fine_hash, fingerprint, parse_phash, pixel_digest
+from cache.fingerprint import Fingerprint, fingerprint, parse_phash
 from cache.keys import KeyDeriver
 from cache.store import RESULT, SIGNATURE, THUMBNAIL, ResultStore
 
@@ -94,9 +94,7 @@ class Recognition:
             return key
         t0 = time.perf_counter()
         image = decode_image(data, max_pixels=self.settings.max_pixels).image
-        fp = fingerprint(image, data) if phash is None else Fingerprint(
-            sha256=hashlib.sha256(data).hexdigest(), pixel_digest=pixel_digest(image),
-            phash=parse_phash(phash), width=image.width, height=image.height, fine=fine_hash(image))
+        fp = fingerprint(image, data, phash=None if phash is None else parse_phash(phash))
         # Never store one image's text under another's key, whatever the queue says.
         expected = self.keys.derive(namespace, fp.pixel_digest)
         if expected != key:
