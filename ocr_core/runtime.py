@@ -25,14 +25,15 @@ import torch
 from torch import nn
 
 from ocr_core.model import CRNN, INPUT_HEIGHT
+from ocr_core.preprocess import MIN_BATCH_WIDTH
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("onnxruntime", "torch")
 DEFAULT_ENGINE = "onnxruntime"
-# Example input for tracing/export: two lines of the minimum batch width (preprocess.MIN_BATCH_WIDTH);
-# batch size and width stay dynamic.
-_EXAMPLE_SHAPE = (2, 3, INPUT_HEIGHT, 320)
+# Example input for tracing/export: two lines of the minimum batch width; batch size and width
+# stay dynamic.
+_EXAMPLE_SHAPE = (2, 3, INPUT_HEIGHT, MIN_BATCH_WIDTH)
 
 
 class LineRunner(Protocol):
@@ -60,26 +61,20 @@ class BestPath(nn.Module):
 
 
 class TorchRunner:
-    """A channels-last copy traced and frozen (BatchNorm folded, oneDNN convolutions), or with
-    `freeze=False` the eager module."""
+    """A channels-last copy (the model's own parameters stay as they are), traced and frozen:
+    BatchNorm folded, oneDNN convolutions."""
 
     engine = "torch"
 
-    def __init__(self, model: CRNN, *, freeze: bool = True) -> None:
-        net = BestPath(copy.deepcopy(model)).eval()
-        if freeze:
-            example = torch.zeros(*_EXAMPLE_SHAPE).contiguous(memory_format=torch.channels_last)
-            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-                warnings.simplefilter("ignore")  # TracerWarning: the shape asserts are checked once here
-                net = net.to(memory_format=torch.channels_last)
-                net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
-        self.net = net
-        self.channels_last = freeze
+    def __init__(self, model: CRNN) -> None:
+        example = torch.zeros(*_EXAMPLE_SHAPE).contiguous(memory_format=torch.channels_last)
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarning: the shape asserts are checked once here
+            net = BestPath(copy.deepcopy(model)).eval().to(memory_format=torch.channels_last)
+            self.net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        if self.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             ids, lp = self.net(t)
         return ids.numpy(), lp.numpy()
@@ -87,8 +82,8 @@ class TorchRunner:
 
 def export_onnx(net: nn.Module, example: torch.Tensor, outputs: list[str],
                 dynamic_axes: dict[str, dict[int, str]]) -> bytes:
-    """A torch module (one input "x") as an ONNX graph, with the named axes dynamic."""
-    net = copy.deepcopy(net).eval()
+    """A torch module in eval mode (one input "x") as an ONNX graph, with the named axes dynamic.
+    The exporter only traces the module: its parameters are read, never changed, so no copy."""
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
@@ -116,7 +111,7 @@ class OnnxRunner:
     engine = "onnxruntime"
 
     def __init__(self, model: CRNN, *, threads: int = 1) -> None:
-        graph = export_onnx(BestPath(model), torch.zeros(*_EXAMPLE_SHAPE), ["ids", "logp"],
+        graph = export_onnx(BestPath(model).eval(), torch.zeros(*_EXAMPLE_SHAPE), ["ids", "logp"],
                             {"x": {0: "n", 3: "w"}, "ids": {0: "n", 1: "t"}, "logp": {0: "n", 1: "t"}})
         self.session = onnx_session(graph, threads)
 
@@ -151,7 +146,7 @@ class OnnxMapRunner:
     engine = "onnxruntime"
 
     def __init__(self, model: nn.Module, *, threads: int = 1) -> None:
-        graph = export_onnx(model, torch.zeros(1, 3, 320, 320), ["prob"],
+        graph = export_onnx(model.eval(), torch.zeros(1, 3, 320, 320), ["prob"],
                             {"x": {0: "n", 2: "h", 3: "w"}, "prob": {0: "n", 2: "h", 3: "w"}})
         self.session = onnx_session(graph, threads)
 

@@ -36,8 +36,9 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ocr_core.charset import Charset
+from ocr_core.decode import collapse_path, greedy_decode
 from ocr_core.evaluate import levenshtein
-from ocr_core.model import CRNN, CRNNConfig, load_crnn, save_crnn
+from ocr_core.model import CRNN, load_crnn, save_crnn
 from ocr_core.preprocess import batch_lines, prepare_line_u8, steps_for_width, to_model_input
 
 logger = logging.getLogger(__name__)
@@ -73,15 +74,6 @@ def ctc_feasible(labels: list[int], steps: int) -> bool:
     return 0 < len(labels) and len(labels) + repeats <= steps
 
 
-def greedy_ids(ids: np.ndarray, classes: list[str]) -> str:
-    out, prev = [], 0
-    for i in ids:
-        if i != prev and i != 0:
-            out.append(classes[i])
-        prev = i
-    return "".join(out)
-
-
 # -------------------------------------------------------------------------------------- features
 def make_features(args: argparse.Namespace) -> None:
     from ocr_core.train.convert_ppocr_v6 import TeacherSession, v6_classes
@@ -90,8 +82,7 @@ def make_features(args: argparse.Namespace) -> None:
 
     import cv2
     cv2.setNumThreads(1)
-    classes = v6_classes(args.onnx)
-    charset = Charset(classes[1:])
+    charset = Charset(v6_classes(args.onnx)[1:])
     text_charset = Charset.from_file(args.text_charset)   # what the corpus and fonts cover
     sampler = LineSampler(load_ingredients(args.ingredients), text_charset, args.seed)
     renderer = LineRenderer(load_faces(args.fonts), args.seed)
@@ -130,7 +121,9 @@ def make_features(args: argparse.Namespace) -> None:
                 shard["steps"].append(int(steps[j]))
                 shard["labels"].append(labels)
                 shard["texts"].append(text)
-                pred = greedy_ids(probs[j, : steps[j]].argmax(-1), classes)
+                p = probs[j, : steps[j]]                        # T x C, the teacher's
+                best = p.argmax(-1)
+                pred = collapse_path(best, np.log(p[np.arange(len(best)), best]), charset).text
                 errs += levenshtein(pred, text)
                 chars += len(text)
         made += len(pending)
@@ -240,7 +233,7 @@ def train(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     elapsed_before, step, run_index = 0.0, 0, 0
     model, meta = load_crnn(str(args.init))
-    classes = ["<blank>", *meta["charset"]]
+    charset = Charset(list(meta["charset"]))
     opt = torch.optim.AdamW(trainable(model), lr=args.lr, weight_decay=1e-4)
     if args.resume and args.resume.exists():
         ck = torch.load(args.resume, map_location="cpu", weights_only=True)
@@ -278,7 +271,7 @@ def train(args: argparse.Namespace) -> None:
             val = collate_all(found[0])
         with torch.no_grad():
             out = losses(model, val, pre_scale, full=True)
-        preds = [greedy_ids(row[:n].argmax(-1).numpy(), classes) for row, n in zip(out["logp"], val["steps"])]
+        preds = [greedy_decode(row[:n].numpy(), charset).text for row, n in zip(out["logp"], val["steps"])]
         refs = val["texts"]
         cer = sum(levenshtein(p, r) for p, r in zip(preds, refs)) / max(1, sum(map(len, refs)))
         return f"val CER {100 * cer:.2f}% kl {float(out['kl']):.4f} mse {float(out['mse']):.4f}"
