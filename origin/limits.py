@@ -132,9 +132,9 @@ class UploadGate:
 
 class PixelCharge:
     """Decoding paid from the client's upload budget, so that many cheap files announcing huge
-    images cannot buy a core each (issue 16 item 5): an image takes one upload's worth per
-    started OCR_RATE_PIXELS. The token taken at the door pays the first image's first share;
-    every further image of the request (a batch) pays in full."""
+    images cannot buy a core each (issue 16 item 5): an image (or a PDF, all its pages' rendered
+    pixels) takes one upload's worth per started OCR_RATE_PIXELS. The token taken at the door
+    pays the first image's first share; every further image of the request (a batch) pays in full."""
 
     def __init__(self, gate: UploadGate, client: str) -> None:
         self.gate = gate
@@ -146,7 +146,7 @@ class PixelCharge:
         cost = (max(1, math.ceil(pixels / per_token)) if per_token > 0 else 1) - self.prepaid
         self.prepaid = 0
         if cost > 0:
-            self.gate.take(self.client, cost, f"this image of {human_pixels(pixels)} counts as "
+            self.gate.take(self.client, cost, f"this upload's {human_pixels(pixels)} to decode count as "
                                               f"{cost + 1} uploads: ")
 
 

@@ -97,9 +97,10 @@ class OcrService:
     def submit(self, data: bytes, *, wait: bool = True, charge: Callable[[int], None] | None = None) -> Outcome:
         """The key of the result for these upload bytes; recognition runs on the queue when
         needed, and this waits for it up to OCR_SYNC_WAIT_S (not at all with wait=False).
-        `charge(pixels)` is asked before an image is decoded (the client's budget may refuse)."""
+        `charge(pixels)` is asked before an image is decoded or a PDF's pages are rendered (the
+        client's budget may refuse)."""
         if pdf.is_pdf(data):
-            return self._submit_pdf(data, wait=wait)
+            return self._submit_pdf(data, wait=wait, charge=charge)
         sha = hashlib.sha256(data).hexdigest()
         known = self._known_bytes(sha)
         if known is not None:  # exactly the bytes of an earlier upload: no decoding at all
@@ -153,8 +154,10 @@ class OcrService:
             raise QueueUnavailable("no recognition worker has registered yet; try again shortly")
         return identity
 
-    def _submit_pdf(self, data: bytes, *, wait: bool) -> Outcome:
-        """A PDF: limits checked here, pages rendered and read by a worker; no near duplicates."""
+    def _submit_pdf(self, data: bytes, *, wait: bool, charge: Callable[[int], None] | None = None) -> Outcome:
+        """A PDF: limits checked here, pages rendered and read by a worker; no near duplicates.
+        Rendering is paid like decoding: all pages' pixels, known from the page boxes, are
+        charged before a job is queued, so a PDF asking for a huge render is refused here."""
         identity = self.identity()
         if identity is not None and data:  # the key comes from the bytes: a repeat is not opened
             key = self.keys.derive(identity.namespace, pdf.digest(data))
@@ -165,6 +168,8 @@ class OcrService:
                 return Outcome(key, "exact")
         info = pdf.inspect(data, dpi=self.settings.pdf_dpi, max_pages=self.settings.pdf_max_pages,
                            max_pixels=self.settings.max_pixels)
+        if charge is not None:
+            charge(info.pixels)
         metrics.UPLOADS.inc()
         identity = self._identity_or_503()
         key = self.keys.derive(identity.namespace, pdf.digest(data))

@@ -142,9 +142,9 @@ _OPTIONS: tuple[Option, ...] = (
     Option("OCR_RATE_BURST", "int", "100", "uploads a client may send at once before the rate applies",
            minimum=1),
     Option("OCR_RATE_PIXELS", "int", "10000000",
-           "decoding is charged to the same budget: an image of more pixels takes one more upload "
-           "of the rate per started `OCR_RATE_PIXELS` (a 40 MP image counts as 4 uploads); `0`: "
-           "every upload counts as one", minimum=0),
+           "decoding is charged to the same budget: an image of more pixels (a PDF: all its pages "
+           "as rendered) takes one more upload of the rate per started `OCR_RATE_PIXELS` (a 40 MP "
+           "image counts as 4 uploads); `0`: every upload counts as one", minimum=0),
     Option("OCR_API_KEYS_FILE", "optional", "",
            "file of SHA-256 hashes of the API keys allowed to upload, one `name:hexdigest` a line; "
            "unset: uploads need no key (results are public either way)"),

@@ -131,7 +131,7 @@ def test_decoding_is_paid_from_the_budget_before_any_pixel_is_decoded(settings, 
     truncated = encode(Image.new("L", (1000, 450), 128), "PNG")[:120]
     refused = upload(client, truncated)
     assert refused.status_code == 429, refused.get_data(as_text=True)
-    assert "counts as 5 uploads" in refused.get_json()["error"]["message"]
+    assert "to decode count as 5 uploads" in refused.get_json()["error"]["message"]
     assert int(refused.headers["Retry-After"]) >= 1
     assert predictor.calls == 2
     # OCR_RATE_PIXELS=0: every image counts as one upload, so the same file is decoded (and is 400)
@@ -152,3 +152,44 @@ def test_batches_need_the_key_and_pay_per_image(settings, predictor, tmp_path, m
     assert predictor.calls == 3
     # three images took the whole burst of 3: the next upload waits
     assert upload(client, png(page("after the batch")), headers=auth).status_code == 429
+
+
+def test_pdf_rendering_is_paid_from_the_budget_before_any_page_is_rendered(settings, predictor, make_client,
+                                                                          monkeypatch) -> None:
+    """A PDF's page boxes say how many pixels its pages render to: those are charged like an
+    image's, before a job exists, so a small file asking for a huge render is a 429, not a render."""
+    from PIL import Image
+
+    from origin import pdf
+
+    rendered: list[int] = []
+    real_render = pdf.render_pages
+    monkeypatch.setattr(pdf, "render_pages", lambda *a, **kw: rendered.append(1) or real_render(*a, **kw))
+
+    def big_pdf(text: str) -> bytes:
+        # 200 x 150 px pages declared at 20 dpi: their boxes render to 2000 x 1500 (3 MP) at 200 dpi
+        pages = []
+        for n in range(2):
+            img = Image.new("RGB", (200, 150), "white")
+            img.paste(page(f"{text} {n}", size=12, width=180).convert("RGB"), (10, 10))
+            pages.append(img)
+        buf = io.BytesIO()
+        pages[0].save(buf, format="PDF", save_all=True, append_images=pages[1:], resolution=20)
+        return buf.getvalue()
+
+    conf = replace(settings, rate_limit=0.01, rate_burst=9, rate_pixels=1_000_000)  # no refill in the test
+    client = make_client(conf)
+    first = big_pdf("first")
+    assert pdf.inspect(first, dpi=conf.pdf_dpi, max_pages=20, max_pixels=conf.max_pixels).pixels == 6_000_000
+    # 6 MP count as 6 uploads: 3 of the 9 tokens are left
+    assert upload(client, first, raw_type="application/pdf").status_code == 303
+    assert rendered == [1] and predictor.calls == 2
+    # the same bytes again: a HIT from their key, one token at the door, nothing rendered or charged
+    again = upload(client, first, raw_type="application/pdf")
+    assert again.status_code == 303 and again.headers["X-OCR-Cache"] == "HIT"
+    refused = upload(client, big_pdf("second"), raw_type="application/pdf")
+    assert refused.status_code == 429, refused.get_data(as_text=True)
+    assert refused.get_json()["error"]["code"] == "rate_limited"
+    assert "6 megapixels to decode count as 6 uploads" in refused.get_json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert rendered == [1] and predictor.calls == 2  # refused before a job: never rendered
