@@ -38,3 +38,38 @@ def tiff_rational_strip_offsets() -> bytes:
                         (259, 3, 1, short(1)), (262, 3, 1, short(1)), (273, 5, 1, struct.pack("<II", 200, 1)),
                         (277, 3, 1, short(1)), (278, 3, 1, short(4)), (279, 4, 1, struct.pack("<I", 16))])
     return block.ljust(200, b"\0") + pixels
+
+
+def _small_page() -> Image.Image:
+    img = Image.new("RGB", (600, 80), "white")
+    img.paste((0, 0, 0), (20, 30, 580, 50))  # one dark bar: some ink to code
+    return img
+
+
+def jpeg_claiming(width: int, height: int, *, progressive: bool = False) -> bytes:
+    """A complete small JPEG whose frame header was rewritten to say width x height (issue 16
+    item 5): libjpeg decodes what is there and fills the rest, with a warning only."""
+    buf = io.BytesIO()
+    _small_page().save(buf, "JPEG", quality=75, progressive=progressive)
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def gif_claiming(width: int, height: int) -> bytes:
+    """A small GIF whose screen and frame were rewritten to say width x height: Pillow decodes
+    the frame's data and pads the rest with the background."""
+    buf = io.BytesIO()
+    _small_page().save(buf, "GIF")
+    data = bytearray(buf.getvalue())
+    data[6:10] = struct.pack("<HH", width, height)      # logical screen
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # after the global colour table
+    while data[pos] == 0x21:  # extensions: label, then sub-blocks up to an empty one
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    assert data[pos] == 0x2C  # the first image descriptor
+    data[pos + 5:pos + 9] = struct.pack("<HH", width, height)
+    return bytes(data)

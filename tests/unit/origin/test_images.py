@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import replace
+from functools import partial
 import zlib
 
 import pytest
@@ -127,3 +129,39 @@ def test_mistyped_tags_are_corrupt_not_500(client, predictor, make) -> None:
     assert resp.status_code == 400, resp.get_data(as_text=True)
     assert resp.get_json()["error"]["code"] == "corrupt_image"
     assert predictor.calls == 0
+
+
+@pytest.mark.parametrize("make", [crafted.jpeg_claiming, partial(crafted.jpeg_claiming, progressive=True),
+                                  crafted.gif_claiming])
+def test_a_header_that_lies_about_the_size_is_refused_before_decoding(settings, predictor, make,
+                                                                     monkeypatch) -> None:
+    """Issue 16 item 5: a few KB file whose header says 65000 x 600 was decoded (39 MP filled in,
+    0.2-0.3 s) on every upload. Refused from its header: never decoded, nothing charged."""
+    from origin import create_app
+
+    data = make(65000, 600)
+    assert len(data) < 5000  # a few KB
+    charged: list[int] = []
+    with pytest.raises(CorruptImage, match="too few for the 65000×600 pixels"):
+        decode_image(data, max_pixels=40_000_000, charge=charged.append)
+    assert charged == []
+    loads: list[int] = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: loads.append(1) or real_load(self))
+    client = create_app(replace(settings, max_pixels=40_000_000), predictor=predictor).test_client()
+    resp = upload(client, data)
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "corrupt_image"
+    assert loads == [] and predictor.calls == 0
+    # the same file with its true size is fine: the floor is what any complete file needs
+    assert decode_image(make(600, 80), max_pixels=40_000_000).image.size == (600, 80)
+
+
+@pytest.mark.parametrize("fmt,options", [("JPEG", {"quality": 10, "progressive": True}),
+                                         ("JPEG", {"quality": 75, "subsampling": 2}), ("GIF", {})])
+def test_honest_flat_images_pass_the_size_floor(fmt, options) -> None:
+    """The floors are far below real files: a blank 3000 x 3000 page, compressed as far as the
+    format goes, still decodes."""
+    blank = Image.new("L" if fmt == "JPEG" and options.get("progressive") else "RGB", (3000, 3000), "white")
+    buf = io.BytesIO()
+    blank.save(buf, fmt, **options)
+    assert decode_image(buf.getvalue(), max_pixels=40_000_000).image.size == (3000, 3000)
