@@ -156,7 +156,7 @@ def _split_tall(boxes: list[tuple[int, int, int, int]], ink: np.ndarray, glyph_h
             out.append((x, y, w, h))
             continue
         prof = (ink[y:y + h, x:x + w] > 0).sum(axis=1)
-        for start, end in _runs(prof > max(1, 0.02 * w)):
+        for start, end in true_runs(prof > max(1, 0.02 * w)):
             if end - start >= glyph_h * 0.4:
                 cols = np.flatnonzero(ink[y + start:y + end, x:x + w].any(axis=0))
                 out.append((x + int(cols[0]), y + start, int(cols[-1] - cols[0] + 1), end - start))
@@ -199,7 +199,7 @@ def _split_touching(boxes: list[tuple[int, int, int, int]], ink: np.ndarray) -> 
     return out
 
 
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+def true_runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) of each run of True in a 1-D boolean array, end exclusive."""
     edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
@@ -338,7 +338,7 @@ def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: fl
         cover[x - x0:x - x0 + w] += 1
     low = cover <= max(1, int(0.03 * n))
     best: tuple[int, int] | None = None
-    for start, end in _runs(low):
+    for start, end in true_runs(low):
         a, b = x0 + start, x0 + end
         if (end - start >= glyph_h and (best is None or end - start > best[1] - best[0])
                 and a - x0 >= 0.15 * (x1 - x0) and x1 - b >= 0.15 * (x1 - x0)):

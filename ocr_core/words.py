@@ -16,11 +16,14 @@ the page rotation on top), so words of tilted and rotated lines come back as 4-p
 """
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from ocr_core.lines import true_runs
 
 # A character that is a word on its own: CJK ideographs, kana, hangul, CJK and full-width punctuation.
 _SOLO = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
@@ -112,26 +115,33 @@ def _line_band(ink: np.ndarray) -> tuple[int, int]:
     return top, bottom
 
 
-def _cut(column_ink: np.ndarray, left: float, right: float, at: float, pull: float) -> int:
+def _cut(column_ink: np.ndarray, free: list[tuple[int, int]], starts: list[int],
+         left: float, right: float, at: float, pull: float) -> int:
     """The column between two characters' steps where one word ends and the next begins: the
-    widest ink-free run, less `pull` per pixel of its distance from the fraction `at` of the way."""
+    widest ink-free run, less `pull` per pixel of its distance from the fraction `at` of the way.
+    `free` holds the line's ink-free runs of columns (start, end), `starts` their starts: a
+    window's runs are those runs clipped to it (found once per line, not once per window)."""
     lo = max(0, int(np.floor(min(left, right))))
     hi = min(len(column_ink), int(np.ceil(max(left, right))) + 1)
     mid = left + at * (right - left)
     if hi - lo < 2:
         return int(round(mid))
+    best, best_score = -1, 0.0
+    for k in range(max(0, bisect.bisect_right(starts, lo) - 1), len(free)):
+        a, b = free[k]
+        if a >= hi:
+            break
+        a, b = max(a, lo), min(b, hi)
+        if a >= b:
+            continue
+        score = (b - a) - pull * abs((a + b) / 2 - mid)
+        if best < 0 or score > best_score:    # the first of equals, left to right
+            best, best_score = (a + b) // 2, score
+    if best >= 0:
+        return best
     seg = column_ink[lo:hi]
-    runs = _runs(seg == 0)
-    if runs:
-        a, b = max(runs, key=lambda r: (r[1] - r[0]) - pull * abs(lo + (r[0] + r[1]) / 2 - mid))
-        return lo + (a + b) // 2
     least = np.flatnonzero(seg == seg.min())
     return lo + int(least[np.argmin(np.abs(lo + least - mid))])
-
-
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
 def word_boxes(text: str, char_confidences: tuple[float, ...], char_steps: tuple[int, ...], num_steps: int,
@@ -149,32 +159,39 @@ def word_boxes(text: str, char_confidences: tuple[float, ...], char_steps: tuple
     band_top, band_bottom = _line_band(ink)
     ink = ink[band_top:band_bottom]
     column_ink = ink.sum(axis=0)
+    free = true_runs(column_ink == 0)
+    starts = [a for a, _ in free]
     # Where one word ends and the next begins: between the last character's step of one and the
     # first character's step of the next, at the widest run of ink-free columns (the space, or the
     # gap between two CJK glyphs); without one, at the column with the least ink.
     windows = [(centre[b - 1], centre[a2]) for (_, b), (a2, _) in zip(spans, spans[1:])]
-    first = [_cut(column_ink, lo, hi, 0.5, 0.01) for lo, hi in windows]
+    first = [_cut(column_ink, free, starts, lo, hi, 0.5, 0.01) for lo, hi in windows]
     # Where in its window a cut falls depends on where the model fires on a glyph, which is the
     # same along a line: the second pass prefers gaps near the line's typical place, so a gap
     # inside a glyph (彳|艮 in 很) loses to the gap between glyphs.
     spread = [(c - lo) / (hi - lo) for c, (lo, hi) in zip(first, windows) if hi - lo >= 2]
     if len(spread) >= 3:
         f = float(np.median(spread))
-        first = [_cut(column_ink, lo, hi, f, 0.5) for lo, hi in windows]
+        first = [_cut(column_ink, free, starts, lo, hi, f, 0.5) for lo, hi in windows]
     cuts = [0, *first, cw]
-    words: list[Word] = []
-    for n, (a, b) in enumerate(spans):
+    inked_cols = column_ink > 0
+    corners = np.empty((len(spans), 4, 2), np.float64)
+    for n in range(len(spans)):
         x0, x1 = cuts[n], max(cuts[n + 1], cuts[n] + 1)
-        window = ink[:, x0:x1]
-        cols = np.flatnonzero(window.any(axis=0))
+        cols = np.flatnonzero(inked_cols[x0:x1])
         if len(cols):
-            rows = np.flatnonzero(window[:, cols[0]:cols[-1] + 1].any(axis=1))
+            rows = np.flatnonzero(ink[:, x0 + int(cols[0]):x0 + int(cols[-1]) + 1].any(axis=1))
             bx0, bx1 = x0 + int(cols[0]), x0 + int(cols[-1]) + 1
             by0, by1 = band_top + int(rows[0]), band_top + int(rows[-1]) + 1
         else:   # no ink found (a faint or flat crop): the window over the line's band
             bx0, bx1, by0, by1 = x0, x1, band_top, band_bottom
-        corners = np.array([[bx0, by0], [bx1, by0], [bx1, by1], [bx0, by1]], np.float64)
-        polygon, box = polygon_and_box(apply(to_image, corners))
+        corners[n] = ((bx0, by0), (bx1, by0), (bx1, by1), (bx0, by1))
+    # All corners through the transform at once, rounded as polygon_and_box rounds them.
+    q = np.round(apply(to_image, corners.reshape(-1, 2))).astype(int).reshape(-1, 4, 2)
+    lows, highs = q.min(axis=1).tolist(), q.max(axis=1).tolist()
+    words: list[Word] = []
+    for (a, b), quad, (x0, y0), (x1, y1) in zip(spans, q.tolist(), lows, highs):
         conf = min(char_confidences[a:b]) if char_confidences[a:b] else 0.0
-        words.append(Word(text[a:b], float(conf), box, polygon))
+        words.append(Word(text[a:b], float(conf), (x0, y0, x1 - x0, y1 - y0),
+                          tuple((x, y) for x, y in quad)))
     return words
