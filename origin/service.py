@@ -123,7 +123,7 @@ class OcrService:
                 outcome = Outcome(key=near, match="near")
             else:
                 outcome = self._enqueue(key, identity, data, pixels=image.width * image.height, kind="image",
-                                        wait=wait, phash=fp.phash_hex)
+                                        wait=wait, phash=fp.phash_hex, fine=fp.fine.hex())
         # A near match is remembered as one (its key holds a look-alike's text, not these pixels').
         kind = "near" if outcome.match == "near" else "exact"
         self.index.record_bytes(identity.namespace, sha, f"{kind}:{outcome.key}")
@@ -183,12 +183,12 @@ class OcrService:
         return outcome
 
     def _enqueue(self, key: str, identity: ModelIdentity, data: bytes, *, pixels: int, kind: str,
-                 wait: bool, phash: str | None = None) -> Outcome:
+                 wait: bool, phash: str | None = None, fine: str | None = None) -> Outcome:
         if self.queue is None:
             raise QueueUnavailable("recognition needs Redis (OCR_REDIS_URL is empty)")
         timeout = self.settings.job_timeout(pixels)
-        # the pHash goes with the job: the worker need not compute it again (origin/worker.py)
-        created = self.queue.submit(key, args=(identity.namespace, data, kind, phash), timeout=timeout)
+        # the pHash and fine hash go with the job: the worker need not compute them again
+        created = self.queue.submit(key, args=(identity.namespace, data, kind, phash, fine), timeout=timeout)
         if created:
             metrics.JOBS_ENQUEUED.inc()
         if not wait or self.settings.sync_wait_s <= 0:

@@ -9,10 +9,10 @@ starts every job in a fresh interpreter (posix_spawn), which would load the mode
 A job (`recognise`) decodes the upload again (the model needs the pixels), checks that they
 give the job's key, runs the recognizer and stores signature, thumbnail and result (result.json
 last: its presence means complete), wakes the uploads waiting for it at once, then indexes the
-pHash (the origin's, sent with the job). Each job's log line gives its stages in ms. A worker
-that dies mid-job stops heartbeating; within HEARTBEAT_TTL_S + MAINTENANCE_S any live worker's
-maintenance finds the job abandoned and RQ retries it (OCR_JOB_RETRIES) or marks it failed, so
-no job stays "running" for ever.
+pHash and fine hash (the origin's, sent with the job). Each job's log line gives its stages
+in ms. A worker that dies mid-job stops heartbeating; within HEARTBEAT_TTL_S + MAINTENANCE_S any
+live worker's maintenance finds the job abandoned and RQ retries it (OCR_JOB_RETRIES) or marks
+it failed, so no job stays "running" for ever.
 """
 from __future__ import annotations
 
@@ -73,13 +73,14 @@ class Recognition:
         self.timings: dict[str, float] = {}
 
     def run(self, key: str, namespace: str, data: bytes, kind: str = "image", phash: str | None = None,
-            stored: Callable[[str], None] | None = None) -> str:
+            fine: str | None = None, stored: Callable[[str], None] | None = None) -> str:
         """`stored(key)` is called the moment result.json is stored (the queue wakes the uploads
         waiting for it), before the slower bookkeeping that follows (indexing, RQ's). `phash`:
-        the upload's pHash as the origin computed it (hex), so the worker does not
-        compute it again. Trusted only for indexing: a wrong one could at worst offer a
-        near-duplicate candidate that the verifier then rejects. The key is always checked
-        against the pixels decoded here."""
+        the upload's pHash as the origin computed it (hex), and `fine` its fine hash (hex), so the
+        worker does not compute them again (absent from jobs of older origins: computed here).
+        Trusted only for indexing: a wrong one could at worst offer or rank a near-duplicate
+        candidate that the verifier then rejects. The key is always checked against the pixels
+        decoded here."""
         if namespace != self.identity.namespace:
             raise ModelMismatch(f"job for model namespace {namespace}, this worker runs "
                                 f"{self.identity.namespace} ({self.identity.version})")
@@ -94,7 +95,8 @@ class Recognition:
             return key
         t0 = time.perf_counter()
         image = decode_image(data, max_pixels=self.settings.max_pixels).image
-        fp = fingerprint(image, data, phash=None if phash is None else parse_phash(phash))
+        fp = fingerprint(image, data, phash=None if phash is None else parse_phash(phash),
+                         fine=_parse_fine(fine))
         # Never store one image's text under another's key, whatever the queue says.
         expected = self.keys.derive(namespace, fp.pixel_digest)
         if expected != key:
@@ -209,6 +211,17 @@ class Recognition:
         }
 
 
+def _parse_fine(text: str | None) -> bytes | None:
+    """The fine hash a job carries (hex), None when absent or malformed (then computed here)."""
+    if text is None:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except (TypeError, ValueError):
+        logger.warning("job fine hash ignored reason=not hex")
+        return None
+
+
 def make_thumbnail(image: Image.Image) -> bytes:
     thumb = image.copy()
     thumb.thumbnail(THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
@@ -227,7 +240,8 @@ def install(recognition: Recognition) -> None:
     _RECOGNITION = recognition
 
 
-def recognise(namespace: str, data: bytes, kind: str = "image", phash: str | None = None) -> str:
+def recognise(namespace: str, data: bytes, kind: str = "image", phash: str | None = None,
+              fine: str | None = None) -> str:
     """The RQ job: its id is the result key. Waiting uploads are woken as soon as the result is
     stored (RecognitionQueue.notify_done), before RQ records the job's success."""
     from rq import get_current_job
@@ -241,7 +255,7 @@ def recognise(namespace: str, data: bytes, kind: str = "image", phash: str | Non
                 if job.enqueued_at else float("nan"))
     _RECOGNITION.timings.clear()
     try:
-        key = _RECOGNITION.run(job.id, namespace, data, kind, phash,
+        key = _RECOGNITION.run(job.id, namespace, data, kind, phash, fine=fine,
                                stored=RecognitionQueue(job.connection, job.origin).notify_done)
     except ModelMismatch as exc:
         job.meta["error"] = "the workers are changing model versions; upload it again to retry"

@@ -192,6 +192,46 @@ def test_worker_indexes_the_origins_phash_but_checks_the_key_itself(web, setting
     assert body["phash"] == fp.phash_hex and body["pixel_sha256"] == fp.pixel_digest
 
 
+def test_fine_hash_travels_with_the_job_and_older_jobs_still_get_one(web, settings, monkeypatch) -> None:
+    """The 576-bit fine hash (~18 ms on an A4 page) is computed once, by the origin, and indexed
+    by the worker as sent; a job from an older origin (no fine hash) has it computed."""
+    import importlib
+
+    from cache import redis_keys
+
+    fingerprints = importlib.import_module("cache.fingerprint")  # `cache.fingerprint` is also a function
+
+    app, svc, recognition = web
+    svc.queue.announce(recognition.identity)
+    data = png(page("Fine hash hand-over 2026-0042"))
+    resp = upload(app.test_client(), data, headers={"Prefer": "respond-async"})
+    key = resp.headers["Location"].rsplit("/", 1)[1]
+    namespace = recognition.identity.namespace
+    job_args = svc.queue._fetch(key).args
+    from origin.images import decode_image
+    origin_fine = fingerprints.fine_hash(decode_image(data, max_pixels=settings.max_pixels).image)
+    assert job_args[4] == origin_fine.hex()
+
+    computed: list[int] = []
+    real = fingerprints.fine_hash
+    monkeypatch.setattr(fingerprints, "fine_hash", lambda image: computed.append(1) or real(image))
+    run_worker_burst(settings, recognition)
+    assert computed == []  # the worker used the job's
+    stored = svc.queue.connection.hget(redis_keys.fine_hashes(namespace), key)
+    assert stored == origin_fine
+
+    # a job enqueued by an older origin: four arguments, no fine hash
+    old = png(page("Older origin 2026-0042"))
+    old_key = svc.keys.derive(namespace, fingerprints.fingerprint(
+        decode_image(old, max_pixels=settings.max_pixels).image, old).pixel_digest)
+    computed.clear()
+    svc.queue.submit(old_key, args=(namespace, old, "image", None), timeout=60)
+    run_worker_burst(settings, recognition)
+    assert computed == [1]
+    assert svc.queue.connection.hget(redis_keys.fine_hashes(namespace), old_key) == real(
+        decode_image(old, max_pixels=settings.max_pixels).image)
+
+
 def test_job_heartbeat_beats_the_running_job_only(monkeypatch) -> None:
     """One thread for the worker's life beats whichever job runs, and never a finished one
     (RQ would then find it 'abandoned' and fail it)."""
