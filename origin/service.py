@@ -7,7 +7,8 @@ Reuse rule (README "Keys and reuse"): an upload reuses a stored result only if
     verifier (cache/verify.py) accepts it: same shape and scale, no faint ink, no local
     difference above its threshold.
 Exactly the bytes of an earlier upload find that upload's key (and match) in Redis without being
-decoded again (`ocr:v2:bytes:`, checked against storage), and a PDF's key comes from its bytes:
+decoded again (`ocr:v2:bytes:`, checked against storage; recorded as soon as the job is queued,
+so a repeat sent meanwhile joins the running job), and a PDF's key comes from its bytes:
 a repeated upload costs a hash, never a decode, however large its header says it is.
 Everything else is recognised by a queue worker (origin/worker.py) under its own key; the job id
 is that key, so identical uploads anywhere share one job (origin/jobs.py).
@@ -102,12 +103,13 @@ class OcrService:
         if pdf.is_pdf(data):
             return self._submit_pdf(data, wait=wait, charge=charge)
         sha = hashlib.sha256(data).hexdigest()
-        known = self._known_bytes(sha)
+        known = self._known_bytes(sha, wait=wait)
         if known is not None:  # exactly the bytes of an earlier upload: no decoding at all
             metrics.UPLOADS.inc()
-            metrics.DEDUP.labels("hit", known.match).inc()
-            logger.info("upload done key=%s cache=HIT match=%s by=bytes sha256=%s", known.key, known.match,
-                        sha[:16])
+            if not known.pending:
+                metrics.DEDUP.labels("hit", known.match).inc()
+            logger.info("upload done key=%s cache=%s match=%s by=bytes sha256=%s", known.key,
+                        "HIT" if known.hit else "MISS", known.match, sha[:16])
             return known
         decoded = decode_image(data, max_pixels=self.settings.max_pixels, charge=charge)
         metrics.UPLOADS.inc()
@@ -121,17 +123,19 @@ class OcrService:
             near = self._near_duplicate(image, fp, identity.namespace)
             if near is not None:
                 outcome = Outcome(key=near, match="near")
-            else:
-                outcome = self._enqueue(key, identity, data, pixels=image.width * image.height, kind="image",
-                                        wait=wait, phash=fp.phash_hex, fine=fp.fine.hex())
+            else:  # these bytes are remembered before the wait (_enqueue), not after it
+                return self._done(self._enqueue(key, identity, data, pixels=image.width * image.height,
+                                                 kind="image", wait=wait, phash=fp.phash_hex,
+                                                 fine=fp.fine.hex(), sha=sha), fp)
         # A near match is remembered as one (its key holds a look-alike's text, not these pixels').
         kind = "near" if outcome.match == "near" else "exact"
         self.index.record_bytes(identity.namespace, sha, f"{kind}:{outcome.key}")
         return self._done(outcome, fp)
 
-    def _known_bytes(self, sha: str) -> Outcome | None:
+    def _known_bytes(self, sha: str, *, wait: bool) -> Outcome | None:
         """The outcome these exact bytes had before, if Redis remembers it and storage holds its
-        result (a pending job's key is remembered too, and used once the result is stored).
+        result, or the job that is making it, joined like an identical upload joins it (a job
+        that failed or vanished is not joined: the upload is decoded and queued again).
         Redis is not trusted: a malformed entry or another model's key is ignored."""
         namespace = self.namespace
         if namespace is None:
@@ -144,7 +148,16 @@ class OcrService:
             logger.warning("upload bytes entry ignored sha256=%s entry=%r reason=foreign or malformed",
                            sha[:16], entry[:80])
             return None
-        return Outcome(key, kind) if self._exists(key) else None
+        if self._exists(key):
+            return Outcome(key, kind)
+        if kind == "exact" and self.queue is not None:  # recorded when its job was queued
+            try:
+                state = self.queue.state(key)
+            except QueueUnavailable:
+                return None
+            if state is not None and state.status in ("queued", "running"):
+                return self._wait(key, created=False, wait=wait)
+        return None
 
     def _identity_or_503(self) -> ModelIdentity:
         """No worker has ever said which model it runs (or Redis was down since this origin
@@ -183,7 +196,12 @@ class OcrService:
         return outcome
 
     def _enqueue(self, key: str, identity: ModelIdentity, data: bytes, *, pixels: int, kind: str,
-                 wait: bool, phash: str | None = None, fine: str | None = None) -> Outcome:
+                 wait: bool, phash: str | None = None, fine: str | None = None,
+                 sha: str | None = None) -> Outcome:
+        """Queue (or join) the job for `key` and wait for it. `sha`: the upload bytes' digest,
+        remembered for `key` as soon as the job exists, so that identical bytes sent during the
+        wait join the job undecoded, and the wait's answer needs no Redis write after it. Safe
+        if the job then fails: the shortcut serves only a stored result or a live job."""
         if self.queue is None:
             raise QueueUnavailable("recognition needs Redis (OCR_REDIS_URL is empty)")
         timeout = self.settings.job_timeout(pixels)
@@ -191,6 +209,13 @@ class OcrService:
         created = self.queue.submit(key, args=(identity.namespace, data, kind, phash, fine), timeout=timeout)
         if created:
             metrics.JOBS_ENQUEUED.inc()
+        if sha is not None:
+            self.index.record_bytes(identity.namespace, sha, f"exact:{key}")
+        return self._wait(key, created=created, wait=wait)
+
+    def _wait(self, key: str, *, created: bool, wait: bool) -> Outcome:
+        """The job's outcome within OCR_SYNC_WAIT_S (pending past it, or with wait=False)."""
+        assert self.queue is not None  # callers hold a job on it
         if not wait or self.settings.sync_wait_s <= 0:
             return Outcome(key, "pending")
         t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """Cache correctness through the whole upload flow (issue 4): real Redis, real storage."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -180,6 +181,9 @@ def test_failed_job_is_replaced_by_the_next_upload(settings, predictor) -> None:
     state = client.get(f"/jobs/{key}")
     assert state.status_code == 200 and state.get_json()["status"] == "failed"
     assert "Traceback" not in state.get_json()["error"]
+    # its bytes were remembered when the job was queued: a failed job behind them is not joined
+    svc = client.application.extensions["ocr"]
+    assert svc.index.key_for_bytes(svc.namespace, hashlib.sha256(data).hexdigest()) == f"exact:{key}"
     again = upload(client, data)  # the failed job is replaced, not joined
     assert again.status_code == 303 and again.headers["X-OCR-Cache"] == "MISS" and _key(again) == key
     assert failing.calls == 2

@@ -232,6 +232,49 @@ def test_fine_hash_travels_with_the_job_and_older_jobs_still_get_one(web, settin
         decode_image(old, max_pixels=settings.max_pixels).image)
 
 
+def test_bytes_are_remembered_before_the_wait_and_a_repeat_joins_the_job_undecoded(web, settings, predictor,
+                                                                                  monkeypatch) -> None:
+    """The bytes entry is written once the job exists, not after the sync wait: identical bytes
+    sent meanwhile join the job without being decoded, and both answers come from one recognition."""
+    import hashlib
+
+    from cache import redis_keys
+    from origin import service as service_module
+
+    app, svc, recognition = web
+    app.extensions["ocr"].settings = replace(svc.settings, sync_wait_s=20.0)
+    svc.queue.announce(recognition.identity)
+    data = png(page("Remembered before the wait 2026-0042"))
+    entry = redis_keys.upload_bytes(recognition.identity.namespace, hashlib.sha256(data).hexdigest())
+    answers: dict[str, object] = {}
+    first = threading.Thread(target=lambda: answers.update(first=upload(app.test_client(), data)))
+    first.start()
+    deadline = time.monotonic() + 10
+    while svc.queue.queue.count == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    while svc.queue.connection.get(entry) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    key = svc.queue.queue.job_ids[0]
+    assert svc.queue.connection.get(entry) == f"exact:{key}".encode()
+    assert first.is_alive()  # recorded while the first upload still waits for its job
+
+    decodes: list[int] = []
+    real_decode = service_module.decode_image
+    monkeypatch.setattr(service_module, "decode_image", lambda *a, **kw: decodes.append(1) or real_decode(*a, **kw))
+    second = threading.Thread(target=lambda: answers.update(second=upload(app.test_client(), data)))
+    second.start()
+    time.sleep(0.5)
+    assert second.is_alive() and decodes == []  # waiting on the same job, undecoded
+    run_worker_burst(settings, recognition)
+    first.join(20)
+    second.join(20)
+    one, two = answers["first"], answers["second"]
+    assert one.status_code == two.status_code == 303  # type: ignore[attr-defined]
+    assert one.headers["X-OCR-Cache"] == "MISS" and two.headers["X-OCR-Match"] == "waited"  # type: ignore[attr-defined]
+    assert one.headers["Location"] == two.headers["Location"] == f"/results/{key}"  # type: ignore[attr-defined]
+    assert decodes == [] and predictor.calls == 1
+
+
 def test_job_heartbeat_beats_the_running_job_only(monkeypatch) -> None:
     """One thread for the worker's life beats whichever job runs, and never a finished one
     (RQ would then find it 'abandoned' and fail it)."""
