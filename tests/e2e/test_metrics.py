@@ -145,3 +145,33 @@ def test_storage_outage_is_counted_and_answers_503(metrics_origin: OriginServer,
         results_dir.unlink()
         shutil.move(moved, results_dir)
     assert requests.get(metrics_origin.url + stored.headers["Location"], timeout=10).status_code == 200
+
+
+def _gunicorn_workers(origin: OriginServer) -> set[int]:
+    assert origin.proc is not None
+    master = origin.proc.pid
+    return {int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
+
+
+def test_a_dead_gunicorn_worker_is_counted_and_replaced(metrics_origin: OriginServer) -> None:
+    """Issue 16 item 10: worker exits (recycling, crashes, timeouts) were invisible in /metrics.
+    The master counts each exit (deploy/gunicorn.conf.py child_exit) and starts another worker."""
+    import os
+    import signal
+
+    before = total(samples(metrics_origin), "ocr_worker_exits_total")
+    workers = _gunicorn_workers(metrics_origin)
+    assert len(workers) == WORKERS
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _gunicorn_workers(metrics_origin)
+        if victim not in now and len(now) == WORKERS:
+            break
+        time.sleep(0.2)
+    assert victim not in now and len(now) == WORKERS, now  # replaced
+    deadline = time.monotonic() + 30
+    while total(samples(metrics_origin), "ocr_worker_exits_total") < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert total(samples(metrics_origin), "ocr_worker_exits_total") == before + 1

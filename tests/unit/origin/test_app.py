@@ -163,6 +163,44 @@ def test_metrics_count_uploads_and_dedup(client) -> None:
     assert "ocr_inference_seconds_bucket" in after and "ocr_model_load_seconds" in after
 
 
+def test_metrics_count_server_errors_and_refused_near_duplicates(client, settings, predictor, tmp_path,
+                                                                  monkeypatch) -> None:
+    """Issue 16 item 10: 500s, other 5xx and near duplicates the verifier refused were invisible."""
+    from cache.fingerprint import phash64
+    from cache.store import FileResultStore
+    from origin.service import OcrService
+
+    def value(text: str, name: str) -> float:
+        m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    refused = "ocr_near_duplicate_rejected_total"
+    internal = 'ocr_server_errors_total{code="internal_error"}'
+    storage = 'ocr_server_errors_total{code="storage_unavailable"}'
+    before = client.get("/metrics").get_data(as_text=True)
+    # same layout, one digit apart: the pHash offers the first as a candidate, the verifier refuses it
+    first, second = page("Amount due: 1,200.00"), page("Amount due: 7,200.00")
+    assert bin(phash64(first) ^ phash64(second)).count("1") <= settings.hamming_distance
+    assert upload(client, png(first)).headers["X-OCR-Cache"] == "MISS"
+    assert upload(client, png(second)).headers["X-OCR-Cache"] == "MISS"
+
+    def crash(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(OcrService, "submit", crash)
+    resp = upload(client, png())
+    assert resp.status_code == 500 and resp.get_json()["error"]["code"] == "internal_error"
+    monkeypatch.undo()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    down = create_app(settings, predictor=predictor, store=FileResultStore(blocker)).test_client()
+    assert upload(down, png(page("storage down"))).status_code == 503
+    after = client.get("/metrics").get_data(as_text=True)
+    assert value(after, refused) - value(before, refused) >= 1
+    assert value(after, internal) - value(before, internal) == 1
+    assert value(after, storage) - value(before, storage) == 1
+
+
 def test_request_id_echoed_or_generated(client) -> None:
     resp = client.get("/healthz", headers={"X-Request-Id": "abc-123"})
     assert resp.headers["X-Request-Id"] == "abc-123"
