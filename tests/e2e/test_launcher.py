@@ -155,6 +155,9 @@ def test_make_run_serves_the_flow_with_embedded_defaults_and_make_stop_stops_all
     key = location.rsplit("/", 1)[1]
     assert (launcher.var / "results" / key / "result.json").exists()
     assert (launcher.var / "secret").stat().st_mode & 0o777 == 0o600
+    # logs (and everything else under var/) are not world-readable: the launcher's umask is 027
+    logs = {p.relative_to(launcher.var): p.stat().st_mode & 0o777 for p in (launcher.var / "log").rglob("*")}
+    assert any(str(p).endswith("access.log") for p in logs) and all(m & 0o007 == 0 for m in logs.values()), logs
     import redis
 
     client = redis.Redis(port=launcher.ports["OCR_REDIS_PORT"])

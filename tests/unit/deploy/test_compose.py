@@ -108,6 +108,16 @@ def test_dockerfile_installs_cpu_torch_first() -> None:
     assert "deploy/constraints.txt" in text
 
 
+def test_image_runs_as_a_non_root_user() -> None:
+    """Issue 16 item 8: the origin and worker containers do not run as root."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    stage = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
+    users = [line.split()[1] for line in stage if line.startswith("USER ")]
+    assert users, "the final stage sets no USER: the container runs as root"
+    assert users[-1].split(":")[0] not in ("root", "0")
+    assert any("useradd" in line and users[-1] in line for line in stage)  # the user exists in the image
+
+
 def test_redis_persists_to_a_volume(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     command = " ".join(redis["command"])
