@@ -108,3 +108,13 @@ def test_skip_leaves_a_check_out(healthy_env: dict[str, str], monkeypatch: pytes
     assert cli.main(["doctor", "--json", "--no-model-load", "--skip", "nginx"]) == 0
     names = [c["name"] for c in json.loads(capsys.readouterr().out)["checks"]]
     assert names == ["settings", "secret", "redis", "storage", "model"]
+
+
+def test_redis_check_follows_ocr_redis_port(healthy_env: dict[str, str], redis_server: RedisServer) -> None:
+    """Issue 16 item 11: doctor (like reindex) checked 127.0.0.1:6379 whatever OCR_REDIS_PORT said."""
+    env = {k: v for k, v in healthy_env.items() if k != "OCR_REDIS_URL"}
+    checks = by_name(doctor.run_checks({**env, "OCR_REDIS_PORT": str(redis_server.port)}, load_model=False))
+    assert checks["redis"].status == "ok" and f":{redis_server.port}/" in checks["redis"].detail
+    elsewhere = free_port()
+    checks = by_name(doctor.run_checks({**env, "OCR_REDIS_PORT": str(elsewhere)}, load_model=False))
+    assert checks["redis"].status == "FAIL" and f":{elsewhere}/" in checks["redis"].detail
