@@ -45,7 +45,7 @@ from .fingerprint import PHASH_BITS, fine_distance, format_phash
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Results remembered per identical pHash. Documents from one template share a pHash (NOTES §2);
+# Results remembered per identical pHash. Documents from one template share a pHash (docs/facts.md §2);
 # the newest ones are the likeliest re-uploads, and an evicted one only costs a MISS.
 MAX_KEYS_PER_PHASH = 64
 # Re-encodes and resizes of a page move its pHash by 0-4 bits, rarely 6, and pHash distances
@@ -226,7 +226,7 @@ class CircuitBreaker:
 
 
 def make_client(url: str) -> redis.Redis:
-    """redis-py client that fails fast: redis-py's defaults retry and wait ~4-10 s (NOTES §4)."""
+    """redis-py client that fails fast: redis-py's defaults retry and wait ~4-10 s (docs/facts.md §4)."""
     return redis.Redis.from_url(
         url,
         retry=Retry(NoBackoff(), 0),

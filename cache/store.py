@@ -143,7 +143,7 @@ class S3ResultStore:
             import boto3
             from botocore.config import Config
 
-            # One client per process (creating one per request costs 10-100 ms, NOTES §5).
+            # One client per process (creating one per request costs 10-100 ms, docs/facts.md §5).
             # Short timeouts and one retry: a slow store becomes a 503, not a hung worker.
             client = boto3.client(
                 "s3", endpoint_url=endpoint_url,
@@ -196,7 +196,7 @@ class S3ResultStore:
         obj = self._object(key, name)
         try:
             # Conditional create: 412 when the object exists, so a retry or a racing worker
-            # never overwrites (NOTES §5).
+            # never overwrites (docs/facts.md §5).
             self.client.put_object(Bucket=self.bucket, Key=obj, Body=body, ContentType=content_type,
                                    IfNoneMatch="*")
             return True

@@ -1,7 +1,7 @@
 """Near-duplicate verifier: decides whether a pHash candidate really shows the same content.
 
 A 64-bit pHash is a layout hash for documents: changing one character leaves it unchanged
-(NOTES §2). pHash therefore only *finds* candidates; this module decides. The rule, in order
+(docs/facts.md §2). pHash therefore only *finds* candidates; this module decides. The rule, in order
 (the first that fails rejects, and a rejection only costs one recognition):
 
 1. Each stored result keeps a greyscale signature image (`<key>/signature.png`, `make_signature`)

@@ -1,4 +1,4 @@
-"""Safe decoding of untrusted uploads (NOTES §6).
+"""Safe decoding of untrusted uploads (docs/facts.md §1).
 
 Only the formats we accept are tried, the pixel limit is ours (Pillow's only warns below 2×89 MP),
 a DecompressionBombWarning is an error, and every decoding failure becomes a 4xx.

@@ -140,7 +140,7 @@ def upload() -> Response:
     # How a HIT was found, so a client can say which: exact (same pixels), near (verified near
     # duplicate), waited (an identical upload in flight finished first); miss on a MISS.
     resp.headers["X-OCR-Match"] = outcome.match
-    resp.headers["Cache-Control"] = NO_STORE  # a cached 303 would pin one upload's answer (NOTES §3)
+    resp.headers["Cache-Control"] = NO_STORE  # a cached 303 would pin one upload's answer (docs/facts.md §3)
     return resp
 
 

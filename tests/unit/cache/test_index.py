@@ -187,7 +187,7 @@ def test_redis_failure_no_retries_then_breaker_stops_calls(answer: bool) -> None
 
 
 def test_client_fails_fast_by_configuration() -> None:
-    # redis-py 8 defaults: 10 retries with backoff, 5 s timeouts (NOTES §4)
+    # redis-py 8 defaults: 10 retries with backoff, 5 s timeouts (docs/facts.md §4)
     idx = RedisResultIndex.from_url("redis://127.0.0.1:1/0")
     kw = idx.client.connection_pool.connection_kwargs
     assert kw["socket_connect_timeout"] == 0.2 and kw["socket_timeout"] == 0.5
