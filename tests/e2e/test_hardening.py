@@ -5,11 +5,17 @@ what an attacker's `curl --path-as-is` does not do.
 """
 from __future__ import annotations
 
+import io
 import json
+import secrets
 import socket
 import uuid
+from typing import Iterator
 
-from tests.servers import NginxServer, OriginServer
+import pytest
+from PIL import Image
+
+from tests.servers import NginxServer, OriginServer, RedisServer
 
 
 def raw(port: int, request: bytes, *, source: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
@@ -93,3 +99,45 @@ def test_gunicorn_own_errors_are_json(stub_origin: OriginServer) -> None:
     assert_json_error(*get(port, "/healthz", extra="".join(f"X-H{i}: v\r\n" for i in range(200))), 431)
     assert_json_error(*raw(port, b"POST /ocr HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: frobnicate\r\n"
                                  b"Connection: close\r\n\r\n"), 501)
+
+
+@pytest.fixture(scope="module")
+def limited_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    """Redis, the real origin with a tiny upload budget (no recognition worker: new content is
+    a 503 queue_unavailable once past the limiter, which answers first) and nginx in front."""
+    redis_server = RedisServer(tmp_path_factory.mktemp("limit-redis")).start()
+    env = {"OCR_REDIS_URL": redis_server.url, "OCR_SECRET": secrets.token_hex(32),
+           "OCR_STORAGE_URL": f"file://{tmp_path_factory.mktemp('limit-results')}",
+           "OCR_RATE_LIMIT": "0.01", "OCR_RATE_BURST": "2"}
+    origin = OriginServer(tmp_path_factory.mktemp("limit-origin"), env, workers=1, start_timeout=60)
+    origin.start()
+    nginx = NginxServer(tmp_path_factory.mktemp("limit-nginx"), upstream=origin.address).start()
+    yield nginx
+    nginx.stop()
+    origin.stop()
+    redis_server.stop()
+
+
+def _post_png(port: int, *, source: str, extra: str = "") -> tuple[int, dict[str, str], bytes]:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 32), (uuid.uuid4().int % 256, 128, 128)).save(buf, "PNG")
+    body = buf.getvalue()
+    head = (f"POST /ocr HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n").encode("latin1")
+    return raw(port, head + body, source=source)
+
+
+def test_rate_limit_through_nginx_is_per_client_and_cannot_be_spoofed(limited_stack: NginxServer) -> None:
+    """Issue 16 item 7 on the real stack: behind nginx the origin sees every client as nginx's
+    address; the bucket is the client's own address (nginx's X-Real-IP, which overwrites any
+    X-Real-IP the client sends), so clients do not share one budget and cannot pick another."""
+    port = limited_stack.port
+    for _ in range(2):  # let through by the limiter (no worker to read them)
+        doc = assert_json_error(*_post_png(port, source="127.0.0.2"), 503)
+        assert doc["error"]["code"] == "queue_unavailable"
+    for n in range(3):  # a forged X-Real-IP does not buy a fresh bucket
+        status, headers, body = _post_png(port, source="127.0.0.2", extra=f"X-Real-IP: 198.51.100.{n}\r\n")
+        doc = assert_json_error(status, headers, body, 429)
+        assert doc["error"]["code"] == "rate_limited" and int(headers["retry-after"]) >= 1
+    # another client has its own budget
+    assert assert_json_error(*_post_png(port, source="127.0.0.3"), 503)["error"]["code"] == "queue_unavailable"
