@@ -115,15 +115,16 @@ class RSEFPN(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         c2, c3, c4, c5 = feats
-        l2, l3, l4, l5 = (lvl.lateral(f) for lvl, f in zip(self.levels, feats))
+        # (ModuleList items are typed nn.Module, whose attributes torch types as Tensor | Module)
+        l2, l3, l4, l5 = (lvl.lateral(f) for lvl, f in zip(self.levels, feats))  # type: ignore[operator]
         up = lambda t, s: F.interpolate(t, scale_factor=s, mode="nearest")  # noqa: E731
         out4 = l4 + up(l5, 2)
         out3 = l3 + up(out4, 2)
         out2 = l2 + up(out3, 2)                 # N x 96 x H/4 x W/4
-        p5 = up(self.levels[3].smooth(l5), 8)
-        p4 = up(self.levels[2].smooth(out4), 4)
-        p3 = up(self.levels[1].smooth(out3), 2)
-        p2 = self.levels[0].smooth(out2)
+        p5 = up(self.levels[3].smooth(l5), 8)  # type: ignore[operator]
+        p4 = up(self.levels[2].smooth(out4), 4)  # type: ignore[operator]
+        p3 = up(self.levels[1].smooth(out3), 2)  # type: ignore[operator]
+        p2 = self.levels[0].smooth(out2)  # type: ignore[operator]
         return torch.cat([p5, p4, p3, p2], dim=1)   # N x 96 x H/4 x W/4
 
 

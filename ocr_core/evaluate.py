@@ -122,7 +122,7 @@ def limit_items(items: list[Item], n: int) -> list[Item]:
 
 
 # Subsets reported per (set, kind): (name, tag it needs or None for all).
-SUBSETS = {
+SUBSETS: dict[tuple[str, str], list[tuple[str, str | None]]] = {
     ("render", "lines"): [("all", None), ("clean", "clean"), ("camera", "camera"), ("dark", "dark"),
                           ("zh", "zh"), ("en", "en")],
     ("render", "pages"): [("all", None), ("clean", "clean"), ("camera", "camera")],
@@ -153,7 +153,7 @@ def evaluate(predictor, items: list[Item], *, progress: bool = False, finder: st
         image = load_image(item.file.read_bytes())
         t_turn = time.perf_counter()
         if item.rotate:   # preparing the test image is not the reader's time
-            image = turn(np.asarray(image), item.rotate)
+            image = turn(np.asarray(image), item.rotate)  # type: ignore[assignment]  # read takes arrays too
         t_read = time.perf_counter()
         result = predictor.read(image, single_line=item.kind == "lines", finder=finder, orient=orient)
         ms = (time.perf_counter() - t_read + t_turn - t0) * 1e3

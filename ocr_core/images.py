@@ -31,7 +31,7 @@ def _backdrop(grey: Image.Image, alpha: Image.Image) -> tuple[int, int, int]:
 def load_image(data: bytes) -> Image.Image:
     """Bytes → RGB PIL image, EXIF orientation applied, transparency flattened on white."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         if img.width * img.height > MAX_PIXELS:
             raise ImageLoadError(f"{img.width}x{img.height} pixels is more than {MAX_PIXELS}")
         img.load()

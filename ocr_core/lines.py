@@ -148,7 +148,8 @@ def _punctuation_between_glyphs(comps: np.ndarray, plausible: np.ndarray, keep: 
     return small[between] + 1
 
 
-def _split_tall(boxes: list[tuple[int, int, int, int]], ink: np.ndarray, glyph_h: float) -> list[tuple[int, int, int, int]]:
+def _split_tall(boxes: list[tuple[int, int, int, int]], ink: np.ndarray,
+                glyph_h: float) -> list[tuple[int, int, int, int]]:
     """Split blobs that merged two or more lines, at rows with no ink."""
     out = []
     for x, y, w, h in boxes:

@@ -31,7 +31,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "weights" / "dbnet.pt"
 
 
 def _index(name: str) -> int:
-    return int(re.search(r"_(\d+)\.", name).group(1))
+    return int(re.search(r"_(\d+)\.", name).group(1))  # type: ignore[union-attr]  # names come from the graph
 
 
 def convert(onnx_path: Path) -> DBNet:
@@ -70,15 +70,16 @@ def convert(onnx_path: Path) -> DBNet:
             b = bias_after(node)
             assert (b is None) == (mod.bias is None), node.input[1]
             if b is not None:
-                mod.bias.copy_(torch.from_numpy(b.copy()))
-        for mod, node in zip(tbns, bns):
+                mod.bias.copy_(torch.from_numpy(b.copy()))  # type: ignore[union-attr]  # checked above
+        for mod, node in zip(tbns, bns):  # type: ignore[assignment]  # `mod` was a conv above
             scale, bias, mean, var = (torch.from_numpy(tensors[i].copy()) for i in node.input[1:5])
             mod.weight.copy_(scale)
-            mod.bias.copy_(bias)
-            mod.running_mean.copy_(mean)
-            mod.running_var.copy_(var)
+            # (torch types batch-norm buffers as Tensor | Module | None)
+            mod.bias.copy_(bias)  # type: ignore[union-attr]
+            mod.running_mean.copy_(mean)  # type: ignore[operator]
+            mod.running_var.copy_(var)  # type: ignore[operator]
             eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-            mod.eps = float(eps)
+            mod.eps = float(eps)  # type: ignore[assignment]
     model.eval()
     logger.info("converted PP-OCRv3 det: %d convs, %d transposed, %d batch norms", len(convs), len(deconvs), len(bns))
     return model

@@ -82,7 +82,7 @@ def convert(onnx_path: Path, hidden: int = 128, seed: int = 0) -> tuple[CRNN, li
             assert tuple(mod.weight.shape) == tuple(w.shape), (wname, tuple(mod.weight.shape), tuple(w.shape))
             assert bname is not None, f"no bias after {wname}"
             mod.weight.copy_(w)
-            mod.bias.copy_(torch.from_numpy(tensors[bname].reshape(-1).copy()))
+            mod.bias.copy_(torch.from_numpy(tensors[bname].reshape(-1).copy()))  # type: ignore[union-attr]  # has one
         w = torch.from_numpy(tensors[HEAD_W].T.copy())               # C x 120
         assert tuple(w.shape) == tuple(model.head.weight.shape), w.shape
         model.head.weight.copy_(w)

@@ -71,7 +71,7 @@ def build_ingredients(out: Path, charset: Charset, seed: int = 0) -> None:
     ing["en_phrases"] = keep([fe.catch_phrase() for _ in range(n)] + [fe.bs() for _ in range(n)])
     ing["en_sentences"] = keep([fe.sentence(nb_words=12) for _ in range(3 * n)]
                                + [fe.paragraph(nb_sentences=2) for _ in range(n)])
-    words = set()
+    words: set[str] = set()
     for key in ("en_names", "en_companies", "en_addresses", "en_jobs", "en_phrases", "en_sentences"):
         for s in ing[key]:
             words.update(w.strip(string.punctuation) for w in s.split())
@@ -126,14 +126,15 @@ class LineSampler:
 
     def date(self) -> str:
         y, m, d = self.rng.randint(1990, 2035), self.rng.randint(1, 12), self.rng.randint(1, 28)
+        months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
         return self.rng.choice([f"{y}-{m:02d}-{d:02d}", f"{y}/{m}/{d}", f"{y}年{m}月{d}日", f"{d:02d}.{m:02d}.{y}",
-                                f"{m}/{d}/{y}", f"{['Jan','Feb','Mar','Apr','May','Jun','Jul','Aug','Sep','Oct','Nov','Dec'][m-1]} {d}, {y}",
+                                f"{m}/{d}/{y}", f"{months[m - 1]} {d}, {y}",
                                 f"{y}-{m:02d}-{d:02d} {self.rng.randint(0,23):02d}:{self.rng.randint(0,59):02d}"])
 
     def code(self) -> str:
         n = self.rng.randint(4, 18)
-        alpha = self.rng.choice([string.digits, string.ascii_uppercase + string.digits, string.ascii_letters + string.digits,
-                                 string.ascii_lowercase])
+        alpha = self.rng.choice([string.digits, string.ascii_uppercase + string.digits,
+                                 string.ascii_letters + string.digits, string.ascii_lowercase])
         s = "".join(self.rng.choice(alpha) for _ in range(n))
         if self.rng.random() < 0.3:
             k = self.rng.randint(1, n - 1)
@@ -159,7 +160,7 @@ class LineSampler:
         if self.rng.random() < 0.5:
             out.append(self.rng.choice("。！？；…"))
         if self.rng.random() < 0.15:
-            a, b = self.rng.choice(["“”", "《》", "【】", "「」", "（）", "()", "『』"])
+            a, b = self.rng.choice(["“”", "《》", "【】", "「」", "（）", "()", "『』"])  # type: ignore[str-unpack]  # pairs of 2
             k = self.rng.randint(0, len(out) - 1)
             out[k] = a + out[k] + b
         return "".join(out)
@@ -178,7 +179,8 @@ class LineSampler:
         n = self.rng.randint(1, 11)
         words = [self.en_word() for _ in range(n)]
         if self.rng.random() < 0.3:
-            words.insert(self.rng.randint(0, n), self.rng.choice([str(self.rng.randint(0, 9999)), self.amount(), self.date()]))
+            words.insert(self.rng.randint(0, n),
+                         self.rng.choice([str(self.rng.randint(0, 9999)), self.amount(), self.date()]))
         s = " ".join(words)
         if self.rng.random() < 0.3:
             s += self.rng.choice(".,;:!?")
@@ -197,7 +199,8 @@ class LineSampler:
         line = f"{name}{sep}{value}"
         if self.rng.random() < 0.3:
             other = self.rng.choice(FIELDS_ZH if zh else FIELDS_EN)
-            line += self.rng.choice(["  ", " ", "　"]) + f"{other}{sep}{self.rng.choice([self.amount, self.date, self.code])()}"
+            gap = self.rng.choice(["  ", " ", "　"])  # drawn first, as before
+            line += gap + f"{other}{sep}{self.rng.choice([self.amount, self.date, self.code])()}"
         return line
 
     def mixed_line(self) -> str:
@@ -224,7 +227,8 @@ class LineSampler:
                lambda: f"{self.rng.randint(1, 999)}.{self.rng.randint(0, 99)}°",
                lambda: f"No.{self.rng.randint(1, 99999)}",
                lambda: f"{self.rng.randint(0,23):02d}:{self.rng.randint(0,59):02d}",
-               lambda: self.rng.choice(["www.", "https://", ""]) + self.code().lower() + self.rng.choice([".com", ".cn", ".org"]),
+               lambda: (self.rng.choice(["www.", "https://", ""]) + self.code().lower()
+                        + self.rng.choice([".com", ".cn", ".org"])),
                lambda: self.code().lower() + "@" + self.rng.choice(["qq.com", "163.com", "gmail.com", "example.com"])]
         return self.rng.choice([" ", "  ", " / "]).join(self.rng.choice(fns)() for _ in range(self.rng.randint(1, 3)))
 

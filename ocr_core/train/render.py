@@ -73,11 +73,14 @@ class LineRenderer:
         # Colours: mostly dark on light; dark mode and coloured backgrounds sometimes.
         r = rng.random()
         if r < 0.6:
-            bg = np.array([rng.randint(215, 255)] * 3) - np.array([rng.randint(0, 20) for _ in range(3)]) * (rng.random() < 0.3)
-            fg = np.array([rng.randint(0, 70)] * 3) + np.array([rng.randint(0, 60) for _ in range(3)]) * (rng.random() < 0.3)
+            bg = (np.array([rng.randint(215, 255)] * 3)
+                  - np.array([rng.randint(0, 20) for _ in range(3)]) * (rng.random() < 0.3))
+            fg = (np.array([rng.randint(0, 70)] * 3)
+                  + np.array([rng.randint(0, 60) for _ in range(3)]) * (rng.random() < 0.3))
         elif r < 0.78:  # dark mode
             bg = np.array([rng.randint(0, 60) for _ in range(3)])
-            fg = np.array([rng.randint(170, 255)] * 3) - np.array([rng.randint(0, 40) for _ in range(3)]) * (rng.random() < 0.3)
+            fg = (np.array([rng.randint(170, 255)] * 3)
+                  - np.array([rng.randint(0, 40) for _ in range(3)]) * (rng.random() < 0.3))
         else:  # coloured background, contrasting text
             bg = np.array([rng.randint(0, 255) for _ in range(3)])
             lum = bg @ np.array([0.299, 0.587, 0.114])
@@ -157,7 +160,8 @@ class LineRenderer:
             f = rng.uniform(0.35, 0.8)
             h, w = arr.shape[:2]
             small = cv2.resize(arr, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
-            arr = cv2.resize(small, (w, h), interpolation=rng.choice([cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_NEAREST]))
+            arr = cv2.resize(small, (w, h),
+                             interpolation=rng.choice([cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_NEAREST]))
         if rng.random() < 0.25:
             k = rng.choice([3, 3, 5])
             sigma = rng.uniform(0.3, 1.2) * (size / 24)
@@ -169,7 +173,7 @@ class LineRenderer:
             q = rng.choice([rng.randint(20, 50), rng.randint(50, 95)])
             ok, enc = cv2.imencode(".jpg", arr[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
             if ok:
-                arr = cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1]
+                arr = cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1]  # type: ignore[index]  # our own JPEG decodes
         return np.ascontiguousarray(arr)
 
     # ------------------------------------------------------------------------------------------
@@ -201,15 +205,16 @@ class LineRenderer:
               perspective: bool) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         h, w = arr.shape[:2]
         x0, y0, x1, y1 = box
-        src = np.float32([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        # np.float32(list) builds an array; numpy's stubs type it as a scalar
+        src = np.float32([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])  # type: ignore[arg-type]
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         a = math.radians(angle)
-        rot = np.float32([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        dst = (src - [cx, cy]) @ rot.T + [cx, cy]
+        rot = np.float32([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])  # type: ignore[arg-type]
+        dst = (src - [cx, cy]) @ rot.T + [cx, cy]  # type: ignore[operator]
         if perspective:
             lh = y1 - y0
             dst += self.nprng.uniform(-0.12, 0.12, size=(4, 2)).astype(np.float32) * lh
-        m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
+        m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))  # type: ignore[call-overload]
         out = cv2.warpPerspective(arr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                   borderValue=tuple(int(v) for v in bg))
         # Tight, axis-aligned re-crop around the warped line box (what a detector would hand over).
