@@ -65,6 +65,7 @@ def seeds() -> list[bytes]:
     out.extend(pdf_seeds())
     out.append(crafted.jpeg_orientation_float_model())
     out.append(crafted.tiff_rational_strip_offsets())
+    out += [crafted.jpeg_claiming(6000, 600), crafted.gif_claiming(6000, 600)]  # headers that lie
     return out
 
 
