@@ -11,6 +11,7 @@ per subset and engine, then our figures as ratios to each peer's (CER ratio < 1 
 mean we are better). Peers are optional (`make bench-deps` installs them); a missing one is
 skipped with a note. `rapidocr3` is RapidOCR 3.10.0 (PP-OCRv6 small det + cls + rec), `rapidocr`
 RapidOCR 1.4.4 (PP-OCRv4). `--rotate` also reads every page turned clockwise by those angles
+(multiples of 90; other values tilt the page by that many degrees, `ocr_core.evaluate.transformed`)
 (subsets "... rot90" etc.): pages scanned sideways or upside down, without an EXIF tag.
 """
 from __future__ import annotations
@@ -28,9 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ocr_core.evaluate import Item, char_errors, limit_items, load_items, rotated  # noqa: E402
+from ocr_core.evaluate import Item, char_errors, limit_items, load_items, rotated, transformed  # noqa: E402
 from ocr_core.images import load_image  # noqa: E402
-from ocr_core.orientation import turn  # noqa: E402
 
 TESSDATA_DIRS = ["/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata"]
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     errs: dict = defaultdict(lambda: [0, 0])
     times: dict = defaultdict(list)
     for n, item in enumerate(items):
-        rgb = turn(np.asarray(load_image(item.file.read_bytes())), item.rotate)
+        rgb = transformed(np.asarray(load_image(item.file.read_bytes())), item.rotate)
         order = engines[n % len(engines):] + engines[: n % len(engines)]
         for e in order:
             t0 = time.perf_counter()

@@ -99,18 +99,22 @@ class TextDetector:
         image's detections when already made).
 
         Photos read row by row, top to bottom and left to right in a row: labels, tickets and signs
-        are laid out that way, and column analysis split a ticket's rows into false columns.
+        are laid out that way, and column analysis split a ticket's rows into false columns. Rows
+        are grouped as if the photo were level (its lines' own tilt undone, `level_boxes`): the
+        upright boxes of lines tilted by a few degrees overlap the next row's, which interleaved
+        the rows of a ticket photographed 5 degrees off (docs/benchmarks.md, "Deskew").
         """
         h, w = rgb.shape[:2]
         found = self.detect(rgb) if found is None else found
         if not found:
             return []
         lines = [d.text_line(w, h) for d in found]
+        order_boxes = level_boxes(found, w, h)
         by_box: dict[tuple[int, int, int, int], list[int]] = {}
-        for i, ln in enumerate(lines):
-            by_box.setdefault(ln.box, []).append(i)
+        for i, box in enumerate(order_boxes):
+            by_box.setdefault(box, []).append(i)
         out = []
-        for r, row in enumerate(_row_groups([ln.box for ln in lines], join=False)):
+        for r, row in enumerate(_row_groups(order_boxes, join=False)):
             for box in row.boxes:
                 idx = by_box.get(box)
                 if idx:
@@ -119,6 +123,44 @@ class TextDetector:
                     out.append((replace(lines[i], to_image=tuple(float(v) for v in to_image.ravel()),
                                         visual_row=r), crop))
         return out
+
+
+# Lines at least this many times longer than tall say which way the page's lines run; below
+# LEVEL_MIN_ANGLE degrees the boxes are used as they are.
+LEVEL_MIN_ASPECT = 2.0
+LEVEL_MIN_ANGLE = 0.5
+
+
+def page_tilt(found: list[DetectedLine]) -> float:
+    """The tilt of a photo's text in degrees (positive: lines running down to the right): the
+    median slope of its long lines' top edges; 0.0 without at least two such lines."""
+    angles = []
+    for d in found:
+        tl, tr, _, bl = d.quad.astype(np.float64)
+        length, height = float(np.linalg.norm(tr - tl)), float(np.linalg.norm(bl - tl))
+        if length >= LEVEL_MIN_ASPECT * max(height, 1.0):
+            angles.append(np.degrees(np.arctan2(tr[1] - tl[1], tr[0] - tl[0])))
+    return float(np.median(angles)) if len(angles) >= 2 else 0.0
+
+
+def level_boxes(found: list[DetectedLine], width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Each detection's upright box (x, y, w, h) as if the page were turned level: the quads
+    turned back by the page's tilt about the image centre; the boxes themselves when it is level."""
+    angle = page_tilt(found)
+    if abs(angle) < LEVEL_MIN_ANGLE:
+        return [d.text_line(width, height).box for d in found]
+    t = np.radians(angle)
+    c, s = np.cos(t), np.sin(t)
+    centre = np.array([width / 2, height / 2])
+    out = []
+    for d in found:
+        p = d.quad.astype(np.float64) - centre
+        # turned by -angle: the direction (cos t, sin t) of a tilted line becomes (1, 0)
+        q = np.stack([p[:, 0] * c + p[:, 1] * s, -p[:, 0] * s + p[:, 1] * c], axis=1) + centre
+        x0, y0 = np.floor(q.min(axis=0)).astype(int)
+        x1, y1 = np.ceil(q.max(axis=0)).astype(int)
+        out.append((int(x0), int(y0), int(x1 - x0), int(y1 - y0)))
+    return out
 
 
 def detector_input(rgb: np.ndarray) -> np.ndarray:

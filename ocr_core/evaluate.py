@@ -20,6 +20,7 @@ import sys
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 _CJK = r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"
@@ -59,7 +60,8 @@ class Item:
     file: Path
     ref: str
     tags: tuple[str, ...]
-    rotate: int = 0     # pages: turned clockwise by this many degrees before reading (0/90/180/270)
+    rotate: int = 0     # pages: turned clockwise by this many degrees before reading (0/90/180/270,
+                        # or a tilt of a few degrees, `transformed`)
 
 
 @dataclass
@@ -131,6 +133,15 @@ SUBSETS: dict[tuple[str, str], list[tuple[str, str | None]]] = {
 }
 
 
+def transformed(rgb: Any, rotate: int) -> Any:
+    """A dev page as a test variant: turned by a multiple of 90 degrees (a scan fed sideways), or
+    tilted by a few (positive: clockwise, lines running down to the right; a skewed scan)."""
+    from ocr_core.orientation import turn
+    from ocr_core.skew import tilt
+
+    return turn(rgb, rotate) if rotate % 90 == 0 else tilt(rgb, float(rotate))
+
+
 def rotated(items: list[Item], rotations: list[int]) -> list[Item]:
     """Each page once per rotation (lines are left as they are): pages scanned sideways or upside down."""
     out = []
@@ -141,11 +152,10 @@ def rotated(items: list[Item], rotations: list[int]) -> list[Item]:
 
 
 def evaluate(predictor, items: list[Item], *, progress: bool = False, finder: str = "auto",
-             orient: bool = True) -> list[Scored]:
+             orient: bool = True, deskew: bool = True) -> list[Scored]:
     import numpy as np
 
     from ocr_core.images import load_image
-    from ocr_core.orientation import turn
 
     out: list[Scored] = []
     for n, item in enumerate(items, 1):
@@ -153,9 +163,10 @@ def evaluate(predictor, items: list[Item], *, progress: bool = False, finder: st
         image = load_image(item.file.read_bytes())
         t_turn = time.perf_counter()
         if item.rotate:   # preparing the test image is not the reader's time
-            image = turn(np.asarray(image), item.rotate)  # type: ignore[assignment]  # read takes arrays too
+            image = transformed(np.asarray(image), item.rotate)  # type: ignore[assignment]  # read takes arrays too
         t_read = time.perf_counter()
-        result = predictor.read(image, single_line=item.kind == "lines", finder=finder, orient=orient)
+        result = predictor.read(image, single_line=item.kind == "lines", finder=finder, orient=orient,
+                                deskew=deskew)
         ms = (time.perf_counter() - t_read + t_turn - t0) * 1e3
         hyp = " ".join(ln.text for ln in result.lines)
         errors, length = char_errors(item.ref, hyp)
@@ -201,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the summary and every item's output here")
     p.add_argument("--errors", type=int, default=0, help="print the N worst items")
     p.add_argument("--rotate", default="0",
-                   help="pages: also read each turned clockwise by these angles, e.g. 0,90,180,270")
+                   help="pages: also read each turned clockwise by these angles, e.g. 0,90,180,270 "
+                        "(other values: tilted by that many degrees)")
     p.add_argument("--no-orient", action="store_true", help="read pages as uploaded (no orientation step)")
+    p.add_argument("--no-deskew", action="store_true", help="find lines on tilted documents as they are")
     p.add_argument("--finder", choices=FINDERS, default="auto",
                    help="line finder for pages: photos to the learned detector (auto), or one forced")
     args = p.parse_args(argv)
@@ -213,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     items = rotated(items, [int(r) for r in args.rotate.split(",")])
     predictor = Predictor.load(args.weights, threads=args.threads)
     predictor.read(_warmup_image(), single_line=True)  # first call pays one-off allocations
-    scored = evaluate(predictor, items, progress=True, finder=args.finder, orient=not args.no_orient)
+    scored = evaluate(predictor, items, progress=True, finder=args.finder, orient=not args.no_orient,
+                      deskew=not args.no_deskew)
     rows = summarise(scored)
     print(f"model {predictor.model_name} {predictor.model_version}, {args.threads} thread(s), finder {args.finder}")
     print(format_table(rows))

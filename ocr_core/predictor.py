@@ -18,6 +18,8 @@ from ocr_core.model import CRNN, load_crnn
 from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
 from ocr_core.preprocess import MIN_BATCH_WIDTH, batch_lines, prepare_line, to_rgb_array
 from ocr_core.runtime import DEFAULT_ENGINE, LineRunner, make_runner
+from ocr_core.skew import deskew as deskewed
+from ocr_core.skew import estimate_skew
 from ocr_core.words import Word, apply, polygon_and_box, translation, word_boxes
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ MIN_PAGE_CHAR_CONFIDENCE = 0.5
 # What a result holds besides the weights' reading: line finding, orientation, word boxes, table
 # rows. Part of the model version (and so of the key namespace upstream): bump it when a change to
 # the pipeline changes results, so results made before are not reused as if made now.
-PIPELINE_VERSION = "p3"
+PIPELINE_VERSION = "p4"
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
 # Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this
@@ -79,11 +81,23 @@ class OcrResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     finder: str = "classical"       # which line finder read the page: classical, learned or single-line
     rotation: int = 0               # clockwise turn (0/90/180/270) that made the image upright
+    skew: float = 0.0               # degrees the upright page was tilted (lines running down to the right: +)
 
     def to_dict(self) -> dict:
         return {"text": self.text, "lines": [ln.to_dict() for ln in self.lines], "width": self.width,
                 "height": self.height, "elapsed_ms": round(self.elapsed_ms, 2), "finder": self.finder,
-                "rotation": self.rotation}
+                "rotation": self.rotation, "skew": self.skew}
+
+
+@dataclass
+class _Page:
+    """An upright page read: its lines (in the coordinates of the image they were found on), their
+    crops and readings, and that image's pixels → the upright page's (a deskew, or identity)."""
+    lines: list[TextLine]
+    crops: list[np.ndarray]
+    decoded: list[Decoded]
+    to_page: np.ndarray
+    skew: float = 0.0
 
 
 class Predictor:
@@ -173,13 +187,15 @@ class Predictor:
         flush()
         return [r for r in results if r is not None]
 
-    def read(self, image, *, single_line: bool = False, finder: str = "auto", orient: bool = True) -> OcrResult:
+    def read(self, image, *, single_line: bool = False, finder: str = "auto", orient: bool = True,
+             deskew: bool = True) -> OcrResult:
         """Read a PIL image or an H x W x 3 uint8 RGB array; lines come back in reading order.
 
         `finder`: "auto" sends photos to the learned detector and the rest to the classical
         finder; "classical" or "learned" force one (for comparisons). `orient`: find which way up
         a page is (0/90/180/270, `ocr_core.orientation`) and read it upright; boxes stay in the
-        image's own coordinates either way."""
+        image's own coordinates either way. `deskew`: undo a document's tilt of up to ~10 degrees
+        before the classical finder cuts it into lines (`ocr_core.skew`)."""
         if finder not in FINDERS:
             raise ValueError(f"finder must be one of {', '.join(FINDERS)}, not {finder!r}")
         if finder == "learned" and self.detector is None:
@@ -197,6 +213,7 @@ class Predictor:
             t_rec = time.perf_counter()
             decoded = self.recognize(crops)
             timings["recognize"] = (time.perf_counter() - t_rec) * 1e3
+            page = _Page(lines, crops, decoded, np.eye(3))
         else:
             if finder == "auto":
                 # Flat-background share does not change when a page turns: decide once.
@@ -213,26 +230,31 @@ class Predictor:
                 else:
                     rotation = 90 if lines_run_down(rgb) else 0
                 timings["orientation"] = (time.perf_counter() - t_or) * 1e3
-            lines, crops, decoded = self._read_page(turn(rgb, rotation), finder, timings,
-                                                    found=None if rotation else found)
+            page = self._read_page(turn(rgb, rotation), finder, timings, found=None if rotation else found,
+                                   deskew=deskew)
+            lines, crops, decoded = page.lines, page.crops, page.decoded
             if orient and _unsure(decoded):
                 t_or = time.perf_counter()
                 flip = self._reads_better_flipped(crops, decoded)
                 timings["orientation"] = timings.get("orientation", 0.0) + (time.perf_counter() - t_or) * 1e3
                 if flip:
                     rotation = (rotation + 180) % 360
-                    lines, crops, decoded = self._read_page(turn(rgb, rotation), finder, timings)
+                    page = self._read_page(turn(rgb, rotation), finder, timings, deskew=deskew)
+                    lines, crops, decoded = page.lines, page.crops, page.decoded
                 if rotation in (90, 270) and _unsure(decoded):
                     # The glyph geometry said "turned", yet neither quarter reads well (texture
                     # on a photo can mislead it): keep the page as uploaded if that reads surer.
-                    as_uploaded = self._read_page(rgb, finder, timings, found=found)
-                    if _mean_char_confidence(as_uploaded[2]) > _mean_char_confidence(decoded):
+                    as_uploaded = self._read_page(rgb, finder, timings, found=found, deskew=deskew)
+                    if _mean_char_confidence(as_uploaded.decoded) > _mean_char_confidence(decoded):
                         rotation = 0
-                        lines, crops, decoded = as_uploaded
+                        page = as_uploaded
+                        lines, crops, decoded = page.lines, page.crops, page.decoded
             if orient:
                 flipped = self._flip_upside_down_lines(crops, decoded, timings)
         t_end = time.perf_counter()
-        back = to_upload(rotation, w, h)
+        # From the pixels the lines were found on (turned upright, and deskewed) to the upload's.
+        back = to_upload(rotation, w, h) @ page.to_page
+        moved = bool(rotation) or page.skew != 0.0
         out: list[OcrLine] = []
         for i, (ln, crop, d) in enumerate(zip(lines, crops, decoded)):
             text = d.text.strip()
@@ -250,7 +272,7 @@ class Predictor:
                 to_view = to_view @ np.array([[-1, 0, cw], [0, -1, ch], [0, 0, 1]], np.float64)
                 ln_polygon = ln.polygon[2:] + ln.polygon[:2]
             words = word_boxes(d.text, d.char_confidences, d.char_steps, d.num_steps, crop, back @ to_view)
-            if rotation:
+            if moved:
                 polygon, box = polygon_and_box(apply(back, np.array(ln_polygon, np.float64)))
             else:
                 polygon, box = ln_polygon, ln.box
@@ -260,18 +282,27 @@ class Predictor:
         return OcrResult(
             text=page_text(out), lines=out, width=w, height=h,
             elapsed_ms=(t_end - t0) * 1e3, timings_ms=timings, finder=finder, rotation=rotation,
+            skew=page.skew,
         )
 
     def _read_page(self, rgb: np.ndarray, finder: str, timings: dict[str, float], *,
-                   found: list | None = None) -> tuple[list[TextLine], list[np.ndarray], list]:
+                   found: list | None = None, deskew: bool = True) -> _Page:
         """Find the lines of an upright page with the named finder (the detector's `found`, when
-        already made on this image) and recognize them."""
+        already made on this image) and recognize them. The classical finder gets the page
+        deskewed first (`ocr_core.skew`); the detector finds tilted lines itself."""
         t_lines = time.perf_counter()
+        skew, to_page = 0.0, np.eye(3)
         if finder == "learned":
             assert self.detector is not None
             pairs = self.detector.find_lines(rgb, found)
             lines, crops = [ln for ln, _ in pairs], [c for _, c in pairs]
         else:
+            skew = estimate_skew(rgb) if deskew else 0.0
+            if skew:
+                rgb, to_page = deskewed(rgb, skew)
+            t_found = time.perf_counter()
+            timings["deskew"] = timings.get("deskew", 0.0) + (t_found - t_lines) * 1e3
+            t_lines = t_found
             lines = find_lines(rgb)
             crops = [crop_line(rgb, ln) for ln in lines]
         t_rec = time.perf_counter()
@@ -279,7 +310,7 @@ class Predictor:
         t_end = time.perf_counter()
         timings["lines"] = timings.get("lines", 0.0) + (t_rec - t_lines) * 1e3
         timings["recognize"] = timings.get("recognize", 0.0) + (t_end - t_rec) * 1e3
-        return lines, crops, decoded
+        return _Page(lines, crops, decoded, to_page, skew)
 
     def _flip_upside_down_lines(self, crops: list[np.ndarray], decoded: list,
                                 timings: dict[str, float]) -> set[int]:

@@ -10,9 +10,10 @@ somewhere on its glyph, but where depends on the model (ours fires about a third
 on CJK text), so the midpoint between two steps is not a boundary: two words are cut at the widest
 ink-free run of columns between the last step of one and the first step of the next (the space
 between Latin words, the gap between two CJK glyphs). Inside its columns the box is tightened to
-the ink, so it hugs the word rather than the padded line. The box is then mapped to the image through the crop's transform (a translation for the
-classical finder's axis-aligned crops, the inverse warp for the detector's straightened ones, and
-the page rotation on top), so words of tilted and rotated lines come back as 4-point polygons.
+the ink, so it hugs the word rather than the padded line. The box is then mapped to the image through
+the crop's transform (a translation for the classical finder's axis-aligned crops, the inverse
+warp for the detector's straightened ones, and the page rotation on top), so words of tilted and
+rotated lines come back as 4-point polygons.
 """
 from __future__ import annotations
 

@@ -104,6 +104,10 @@ SCHEMAS: dict[str, Any] = {
             "rotation": {"type": "number", "enum": [0, 90, 180, 270],
                          "description": "the clockwise turn, in degrees, that made the upload upright "
                                         "before reading; boxes stay in the upload's coordinates"},
+            "skew": {"type": "number", "minimum": -12, "maximum": 12,
+                     "description": "the tilt, in degrees, of the upright page that was undone before its "
+                                    "lines were found (documents; positive when the lines ran down to the "
+                                    "right); boxes stay in the upload's coordinates"},
             "elapsed_ms": {"type": "number", "minimum": 0,
                            "description": "recognition time when the result was made (not of a reuse)"},
             "created_at": {"type": "string", "format": "date-time"},

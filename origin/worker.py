@@ -148,7 +148,8 @@ class Recognition:
             raw = result.to_dict()
             pages.append({"page": number, "width": image.width, "height": image.height,
                           "text": raw.get("text", result.text), "lines": self._lines(raw),
-                          "finder": raw.get("finder", "classical"), "rotation": int(raw.get("rotation", 0))})
+                          "finder": raw.get("finder", "classical"), "rotation": int(raw.get("rotation", 0)),
+                          "skew": float(raw.get("skew", 0.0))})
             if number == 1:
                 thumbnail = make_thumbnail(image)
         created = time.time()
@@ -206,6 +207,8 @@ class Recognition:
             "finder": raw.get("finder", "classical"),
             # the clockwise turn (0/90/180/270) that made the upload upright; boxes are the upload's
             "rotation": int(raw.get("rotation", 0)),
+            # the tilt (degrees, + when lines ran down to the right) undone before finding lines
+            "skew": float(raw.get("skew", 0.0)),
             "elapsed_ms": round(float(raw.get("elapsed_ms", result.elapsed_ms)), 2),
             "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
         }

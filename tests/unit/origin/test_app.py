@@ -12,7 +12,7 @@ from origin.settings import Settings
 from .helpers import page, png, upload
 
 RESULT_FIELDS = {"key", "text", "lines", "phash", "sha256", "width", "height", "model", "finder",
-                 "rotation", "elapsed_ms", "created_at"}
+                 "rotation", "skew", "elapsed_ms", "created_at"}
 
 
 def test_upload_redirects_then_result_served(client, predictor) -> None:
@@ -37,7 +37,7 @@ def test_upload_redirects_then_result_served(client, predictor) -> None:
     assert set(doc["model"]) >= {"name", "version"}
     assert doc["finder"] in {"classical", "learned"}
     assert re.fullmatch(r"[0-9a-f]{16}", doc["phash"]) and re.fullmatch(r"[0-9a-f]{64}", doc["sha256"])
-    assert doc["rotation"] == 0
+    assert doc["rotation"] == 0 and doc["skew"] == 0.0
     assert doc["lines"]
     for line in doc["lines"]:
         assert set(line) >= {"text", "confidence", "box", "words"} and len(line["box"]) == 4
