@@ -70,7 +70,8 @@ class TorchRunner:
         example = torch.zeros(*_EXAMPLE_SHAPE).contiguous(memory_format=torch.channels_last)
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarning: the shape asserts are checked once here
-            net = BestPath(copy.deepcopy(model)).eval().to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's stubs do not list it.
+            net = BestPath(copy.deepcopy(model)).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +88,9 @@ def export_onnx(net: nn.Module, example: torch.Tensor, outputs: list[str],
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
-        torch.onnx.export(net, (example,), buf, dynamo=False, opset_version=17, input_names=["x"],
+        # The exporter writes to a file object as well as to a path; its stubs list paths only.
+        torch.onnx.export(net, (example,), buf,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=17, input_names=["x"],
                           output_names=outputs, dynamic_axes=dynamic_axes)
     return buf.getvalue()
 

@@ -97,7 +97,7 @@ def _line_band(ink: np.ndarray) -> tuple[int, int]:
     """Rows of the line's own ink: the run of inked rows around the crop's middle (a neighbour
     line's ascenders or descenders caught in the padding lie in runs of their own)."""
     h = ink.shape[0]
-    rows = ink.any(axis=1)
+    rows = np.asarray(ink.any(axis=1), dtype=bool)
     if not rows.any():
         return 0, h
     # Bridge one-pixel gaps (the dot of an i, thin strokes after binarisation).
