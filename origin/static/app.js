@@ -224,6 +224,7 @@
     if (result.model) parts.push(`model ${result.model.name} ${result.model.version}`);
     if (result.finder) parts.push(`${result.finder} line finder`);
     if (typeof result.rotation === "number" && result.rotation) parts.push(`page turned ${result.rotation}°`);
+    if (typeof result.skew === "number" && result.skew) parts.push(`tilt of ${Math.abs(result.skew).toFixed(1)}° straightened`);
     if (result.width && result.height) parts.push(`${result.width}×${result.height} px`);
     if (extra) parts.push(extra);
     return parts.join(" · ");

@@ -256,6 +256,23 @@ def test_upload_by_picker_shows_text_polygons_hover_and_copy(page: Any, nginx: N
         "Reused an earlier result (near-duplicate image) in")
 
 
+def test_a_tilted_scan_is_read_straightened(page: Any, nginx: NginxServer) -> None:
+    import numpy as np
+
+    from ocr_core.skew import tilt
+
+    lines = ["Invoice No. 2026-0117", "Total due: $88.20", "Paid by card 4411", "Thank you"]
+    upright = np.asarray(Image.open(io.BytesIO(render(lines))).convert("RGB"))
+    buf = io.BytesIO()
+    Image.fromarray(tilt(upright, 5.0)).save(buf, format="PNG")      # scanned 5 degrees off
+    card = pick(page, "tilted-scan.png", buf.getvalue())
+    result = result_of(nginx, card)
+    assert abs(result["skew"] - 5.0) <= 0.5, result["skew"]
+    assert_card_matches(card, result)
+    assert "Total due: $88.20" in shown_lines(card)
+    assert re.search(r"tilt of [45]\.\d° straightened", card.get_by_test_id("card-detail").inner_text())
+
+
 def test_upload_by_drop_and_by_paste(page: Any, nginx: NginxServer) -> None:
     dropped = drop(page, "receipt.png", render(RECEIPT))
     assert_card_matches(dropped, result_of(nginx, dropped))
