@@ -11,7 +11,7 @@ the lines, ink piles up in sharp peaks (the lines) with empty valleys (the gaps)
 angle the peaks smear. The angle whose projection is sharpest (the largest sum of squared row
 counts) is the tilt: coarse steps over ±MAX_ANGLE, then fine steps around the best. The ink is
 the page's Otsu-binarised dark (or, on dark pages, light) pixels on a copy at most WORK_SIDE
-pixels long, subsampled to MAX_POINTS: ~5 ms a page.
+pixels long, subsampled to MAX_POINTS: ~6 ms for a 1,000 x 350 page on this project's CPUs.
 
 Angles are degrees, positive when the text lines run down to the right (the page turned
 clockwise, image y pointing down).
@@ -29,8 +29,8 @@ FINE_STEP = 0.1
 COARSE_POINTS = 4000   # the coarse pass needs fewer points (the sample is in random order)
 MIN_ANGLE = 0.4        # smaller tilts are left alone: rows of blank pixels still separate the lines
 # The tilted projection must be sharper than the upright one, with gaps between lines (at least
-# MIN_GAPS, and no fewer than upright): scattered shapes (a logo, a chart) can project a little
-# sharper at some angle too, but rarely into separate rows.
+# MIN_GAPS): scattered shapes (a logo, a chart) can project a little sharper at some angle too,
+# but less often into separate rows.
 MIN_GAIN = 1.03
 MIN_GAPS = 2
 GAP_SHARE = 0.02       # a bin with at most this share of the fullest bin's ink is blank
@@ -40,7 +40,7 @@ GAP_SHARE = 0.02       # a bin with at most this share of the fullest bin's ink 
 FREE_TILT = 2.0
 MIN_POINTS = 400       # fewer inked pixels: not enough text to measure a tilt
 WORK_SIDE = 1200
-MAX_POINTS = 12000
+MAX_POINTS = 8000
 
 
 def _ink_points(rgb: np.ndarray) -> np.ndarray:
@@ -63,12 +63,12 @@ def _ink_points(rgb: np.ndarray) -> np.ndarray:
         # pixel in raster order lies on diagonal stripes that look like tilted lines.
         keep = np.random.default_rng(0).choice(len(xs), MAX_POINTS, replace=False)
         ys, xs = ys[keep], xs[keep]
-    return np.stack([xs, ys], axis=1).astype(np.float64)
+    return np.stack([xs, ys], axis=1).astype(np.float32)
 
 
 def _sharpness(points: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
     """Sum of squared counts of the ink projected across lines tilted by each angle (1 px bins)."""
-    a = np.radians(angles_deg)[:, None]
+    a = np.radians(angles_deg).astype(np.float32)[:, None]
     # Distance of each point from the line through the origin tilted by the angle.
     proj = points[None, :, 1] * np.cos(a) - points[None, :, 0] * np.sin(a)     # A x N
     bins = np.round(proj - proj.min(axis=1, keepdims=True)).astype(np.int64)
@@ -110,10 +110,10 @@ def estimate_skew(rgb: np.ndarray) -> float:
         return 0.0      # upright enough, or sharpest at the end of the range: no line found there
     if float(fine_score.max()) < MIN_GAIN * upright:
         return 0.0
-    gaps, upright_gaps = _gaps(points, angle), _gaps(points, 0.0)
-    if gaps < MIN_GAPS or gaps < upright_gaps:
+    gaps = _gaps(points, angle)
+    if gaps < MIN_GAPS:
         return 0.0
-    if abs(angle) < FREE_TILT and gaps == upright_gaps:
+    if abs(angle) < FREE_TILT and _gaps(points, 0.0) >= gaps:
         return 0.0
     return round(angle, 2)
 
