@@ -78,10 +78,10 @@ test: apt-test $(STAMP) nginx-check lint
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e and not slow" tests/unit
 
-# ruff (pyflakes + pycodestyle) and mypy on the service packages; settings in pyproject.toml.
+# ruff (pyflakes + pycodestyle) and mypy on every package; settings in pyproject.toml.
 lint: $(STAMP)
-	$(PY) -m ruff check origin cache deploy
-	$(PY) -m mypy origin cache
+	$(PY) -m ruff check origin cache deploy ocr_core
+	$(PY) -m mypy origin cache ocr_core
 
 # wrk gives the load figures; without it (no apt) the bench falls back to its Python client.
 bench: deps

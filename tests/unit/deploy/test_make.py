@@ -32,6 +32,17 @@ def test_make_test_runs_nginx_t_on_the_rendered_template_before_pytest() -> None
     assert any("nginx" in line and "redis-server" in line for line in apt), apt
 
 
+def test_make_test_lints_every_package() -> None:
+    """ruff and mypy run over every package before pytest (issue 16: `.ci/run` lints them)."""
+    lint = " ".join(make_dry_run("lint"))
+    for package in ("origin", "cache", "deploy", "ocr_core"):
+        assert re.search(rf"ruff check [\w ]*\b{package}\b", lint), lint
+    for package in ("origin", "cache", "ocr_core"):
+        assert re.search(rf"mypy [\w ]*\b{package}\b", lint), lint
+    assert any("lint" in line for line in (ROOT / "Makefile").read_text().splitlines()
+               if line.startswith("test:"))
+
+
 def test_ci_runs_make_test() -> None:
     script = (ROOT / ".ci/run").read_text()
     assert re.search(r"^make test\b", script, re.M)
