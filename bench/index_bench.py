@@ -4,7 +4,7 @@ measure lookups (p50/p99) and Redis memory per indexed result.
     .venv/bin/python bench/index_bench.py [--sizes 100000 1000000 10000000] [--queries 2000]
 
 Hashes are half uniform random, half "documents from templates" (a template hash with 0-6 random
-bit flips: NOTES §2 found 60 invoices of one template spread over 7 pHash values within 4 bits),
+bit flips: docs/facts.md §2: 60 invoices of one template spread over 7 pHash values within 4 bits),
 so some band buckets are crowded as in production. Loading is cumulative and writes exactly the
 keys `RedisResultIndex.record` writes (band SADDs, one ZADD per pHash), as raw Redis protocol
 piped through `redis-cli --pipe`: 4 commands per result, 4 × 10^7 for the last step, which

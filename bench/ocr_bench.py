@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="at most N items per set and kind")
     p.add_argument("--rotate", default="0", help="pages: also read each turned clockwise by these angles")
     args = p.parse_args(argv)
-    # Tesseract's OpenMP spins like torch's: cap it at the same thread count (NOTES §1).
+    # Tesseract's OpenMP spins like torch's: cap it at the same thread count (docs/facts.md §6).
     os.environ.setdefault("OMP_THREAD_LIMIT", str(args.threads))
 
     engines = []

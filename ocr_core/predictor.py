@@ -125,7 +125,7 @@ class Predictor:
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         if threads:
             # One intra-op thread per worker process: torch's spinning OpenMP collapses when
-            # several busy processes share the cores (NOTES §1, threading trap).
+            # several busy processes share the cores (docs/facts.md §6).
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
         data = path.read_bytes()      # read once: loaded and hashed

@@ -89,9 +89,8 @@ def test_ensure_apt_is_a_no_op_when_everything_is_there(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
-# Packages whose comments must cite only what the repository holds. ocr_core/ still has one
-# comment citing the shared notes (predictor.py, the recognizer owner's file).
-CITING_PACKAGES = ("origin", "cache", "deploy")
+# Packages whose comments must cite only what the repository holds.
+CITING_PACKAGES = ("origin", "cache", "deploy", "ocr_core", "bench")
 
 
 def test_code_cites_documents_inside_the_repo() -> None:
