@@ -109,7 +109,8 @@ class TextDetector:
         if not found:
             return []
         lines = [d.text_line(w, h) for d in found]
-        order_boxes = level_boxes(found, w, h)
+        angle = page_tilt(found)
+        order_boxes = [ln.box for ln in lines] if abs(angle) < LEVEL_MIN_ANGLE else level_boxes(found, angle, w, h)
         by_box: dict[tuple[int, int, int, int], list[int]] = {}
         for i, box in enumerate(order_boxes):
             by_box.setdefault(box, []).append(i)
@@ -143,12 +144,10 @@ def page_tilt(found: list[DetectedLine]) -> float:
     return float(np.median(angles)) if len(angles) >= 2 else 0.0
 
 
-def level_boxes(found: list[DetectedLine], width: int, height: int) -> list[tuple[int, int, int, int]]:
+def level_boxes(found: list[DetectedLine], angle: float, width: int,
+                height: int) -> list[tuple[int, int, int, int]]:
     """Each detection's upright box (x, y, w, h) as if the page were turned level: the quads
-    turned back by the page's tilt about the image centre; the boxes themselves when it is level."""
-    angle = page_tilt(found)
-    if abs(angle) < LEVEL_MIN_ANGLE:
-        return [d.text_line(width, height).box for d in found]
+    turned back by the page's tilt (`page_tilt`, degrees) about the image centre."""
     t = np.radians(angle)
     c, s = np.cos(t), np.sin(t)
     centre = np.array([width / 2, height / 2])

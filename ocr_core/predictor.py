@@ -208,12 +208,9 @@ class Predictor:
         flipped: set[int] = set()     # lines read turned by 180 degrees on an upright page
         if single_line:
             finder = "single-line"
-            lines: list[TextLine] = [whole_image_line(rgb)]
-            crops = [rgb]
             t_rec = time.perf_counter()
-            decoded = self.recognize(crops)
+            page = _Page([whole_image_line(rgb)], [rgb], self.recognize([rgb]), np.eye(3))
             timings["recognize"] = (time.perf_counter() - t_rec) * 1e3
-            page = _Page(lines, crops, decoded, np.eye(3))
         else:
             if finder == "auto":
                 # Flat-background share does not change when a page turns: decide once.
@@ -232,31 +229,28 @@ class Predictor:
                 timings["orientation"] = (time.perf_counter() - t_or) * 1e3
             page = self._read_page(turn(rgb, rotation), finder, timings, found=None if rotation else found,
                                    deskew=deskew)
-            lines, crops, decoded = page.lines, page.crops, page.decoded
-            if orient and _unsure(decoded):
+            if orient and _unsure(page.decoded):
                 t_or = time.perf_counter()
-                flip = self._reads_better_flipped(crops, decoded)
+                flip = self._reads_better_flipped(page.crops, page.decoded)
                 timings["orientation"] = timings.get("orientation", 0.0) + (time.perf_counter() - t_or) * 1e3
                 if flip:
                     rotation = (rotation + 180) % 360
                     page = self._read_page(turn(rgb, rotation), finder, timings, deskew=deskew)
-                    lines, crops, decoded = page.lines, page.crops, page.decoded
-                if rotation in (90, 270) and _unsure(decoded):
+                if rotation in (90, 270) and _unsure(page.decoded):
                     # The glyph geometry said "turned", yet neither quarter reads well (texture
                     # on a photo can mislead it): keep the page as uploaded if that reads surer.
                     as_uploaded = self._read_page(rgb, finder, timings, found=found, deskew=deskew)
-                    if _mean_char_confidence(as_uploaded.decoded) > _mean_char_confidence(decoded):
+                    if _mean_char_confidence(as_uploaded.decoded) > _mean_char_confidence(page.decoded):
                         rotation = 0
                         page = as_uploaded
-                        lines, crops, decoded = page.lines, page.crops, page.decoded
             if orient:
-                flipped = self._flip_upside_down_lines(crops, decoded, timings)
+                flipped = self._flip_upside_down_lines(page.crops, page.decoded, timings)
         t_end = time.perf_counter()
         # From the pixels the lines were found on (turned upright, and deskewed) to the upload's.
         back = to_upload(rotation, w, h) @ page.to_page
         moved = bool(rotation) or page.skew != 0.0
         out: list[OcrLine] = []
-        for i, (ln, crop, d) in enumerate(zip(lines, crops, decoded)):
+        for i, (ln, crop, d) in enumerate(zip(page.lines, page.crops, page.decoded)):
             text = d.text.strip()
             if not text:
                 continue

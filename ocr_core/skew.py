@@ -23,6 +23,8 @@ import math
 import cv2
 import numpy as np
 
+from ocr_core.lines import true_runs
+
 MAX_ANGLE = 12.0       # searched range: the ±10 degrees a scan or photo of a document is tilted by, and a margin
 COARSE_STEP = 1.0
 FINE_STEP = 0.1
@@ -85,10 +87,7 @@ def _gaps(points: np.ndarray, angle_deg: float) -> int:
     a = np.radians(angle_deg)
     proj = points[:, 1] * np.cos(a) - points[:, 0] * np.sin(a)
     counts = np.bincount(np.round(proj - proj.min()).astype(np.int64))
-    blank = counts <= GAP_SHARE * counts.max()
-    edges = np.diff(np.concatenate(([0], blank.astype(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return int(np.sum(ends - starts >= 2))
+    return sum(1 for start, end in true_runs(counts <= GAP_SHARE * counts.max()) if end - start >= 2)
 
 
 def estimate_skew(rgb: np.ndarray) -> float:
@@ -105,10 +104,9 @@ def estimate_skew(rgb: np.ndarray) -> float:
     fine = np.arange(best - COARSE_STEP, best + COARSE_STEP + 1e-9, FINE_STEP)
     fine_score = _sharpness(points, fine)
     angle = float(fine[int(np.argmax(fine_score))])
-    upright = float(_sharpness(points, np.zeros(1))[0])
     if abs(angle) < MIN_ANGLE or abs(angle) > MAX_ANGLE - COARSE_STEP:
         return 0.0      # upright enough, or sharpest at the end of the range: no line found there
-    if float(fine_score.max()) < MIN_GAIN * upright:
+    if float(fine_score.max()) < MIN_GAIN * float(_sharpness(points, np.zeros(1))[0]):
         return 0.0
     gaps = _gaps(points, angle)
     if gaps < MIN_GAPS:

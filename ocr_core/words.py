@@ -72,12 +72,22 @@ def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     return h[:, :2] / h[:, 2:3]
 
 
-def polygon_and_box(points: np.ndarray) -> tuple[tuple[tuple[int, int], ...], tuple[int, int, int, int]]:
+Polygon = tuple[tuple[int, int], ...]
+Box = tuple[int, int, int, int]
+
+
+def polygons_and_boxes(polygons: np.ndarray) -> list[tuple[Polygon, Box]]:
+    """K x P x 2 points → for each of the K polygons, its rounded points and their axis-aligned
+    bounds (x, y, w, h); one numpy pass for all of them."""
+    q = np.round(polygons).astype(int)
+    lows, highs = q.min(axis=1).tolist(), q.max(axis=1).tolist()
+    return [(tuple((x, y) for x, y in pts), (x0, y0, x1 - x0, y1 - y0))
+            for pts, (x0, y0), (x1, y1) in zip(q.tolist(), lows, highs)]
+
+
+def polygon_and_box(points: np.ndarray) -> tuple[Polygon, Box]:
     """Rounded polygon and its axis-aligned bounds (x, y, w, h)."""
-    q = np.round(points).astype(int)
-    x0, y0 = q.min(axis=0)
-    x1, y1 = q.max(axis=0)
-    return tuple((int(x), int(y)) for x, y in q), (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+    return polygons_and_boxes(np.asarray(points)[None])[0]
 
 
 def _ink(crop: np.ndarray) -> np.ndarray:
@@ -187,12 +197,10 @@ def word_boxes(text: str, char_confidences: tuple[float, ...], char_steps: tuple
         else:   # no ink found (a faint or flat crop): the window over the line's band
             bx0, bx1, by0, by1 = x0, x1, band_top, band_bottom
         corners[n] = ((bx0, by0), (bx1, by0), (bx1, by1), (bx0, by1))
-    # All corners through the transform at once, rounded as polygon_and_box rounds them.
-    q = np.round(apply(to_image, corners.reshape(-1, 2))).astype(int).reshape(-1, 4, 2)
-    lows, highs = q.min(axis=1).tolist(), q.max(axis=1).tolist()
+    # All corners through the transform at once.
+    placed = polygons_and_boxes(apply(to_image, corners.reshape(-1, 2)).reshape(-1, 4, 2))
     words: list[Word] = []
-    for (a, b), quad, (x0, y0), (x1, y1) in zip(spans, q.tolist(), lows, highs):
+    for (a, b), (polygon, box) in zip(spans, placed):
         conf = min(char_confidences[a:b]) if char_confidences[a:b] else 0.0
-        words.append(Word(text[a:b], float(conf), (x0, y0, x1 - x0, y1 - y0),
-                          tuple((x, y) for x, y in quad)))
+        words.append(Word(text[a:b], float(conf), box, polygon))
     return words
