@@ -1,8 +1,10 @@
 """Find text lines on a page (documents, receipts, screenshots) with classical OpenCV.
 
 binarise (adaptive threshold, dark mode aware) → estimate the glyph height → smear characters
-horizontally into line blobs → connected components → boxes padded by 15 % of the line height,
-in reading order (columns left to right, lines top to bottom within a column).
+horizontally into line blobs → connected components → each box widened over the line's own
+small marks at its ends (a dash, an ellipsis, a comma: too small or flat to pass as glyphs) →
+boxes padded by 15 % of the line height, in reading order (columns left to right, lines top to
+bottom within a column).
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import cv2
 import numpy as np
 
 PAD_FRACTION = 0.15   # the padding the recognizer was trained with
+# Ink left out of the lines that is at least this tall (in glyph heights) is a table rule, a frame
+# or a photo's edge, not a mark of the line: a line's box never grows over it.
+RULE_HEIGHT = 0.8
 
 
 @dataclass(frozen=True)
@@ -109,12 +114,16 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
     boxes = _split_touching(_drop_contained(_split_tall(boxes, keep, glyph_h)), keep)
     out = []
     table_rows: dict[int, int] = {}     # table id → rows seen so far
-    for r, row in enumerate(_reading_rows(boxes)):
+    rows = _reading_rows(boxes)
+    marks, stops = _loose_ink(lab, comps, keep, [b for row in rows for b in row.boxes], glyph_h)
+    for r, row in enumerate(rows):
         cell_row = None
         if row.table is not None:
             cell_row = table_rows.get(row.table, 0)
             table_rows[row.table] = cell_row + 1
         for k, (x, y, w, h) in enumerate(row.boxes):
+            left, right = _reach(marks, stops, (x, y, w, h), kw)
+            x, w = x - left, w + left + right
             pad = int(round(PAD_FRACTION * h)) + 1
             x0, y0 = max(0, x - pad), max(0, y - pad)
             x1, y1 = min(W, x + w + pad), min(H, y + h + pad)
@@ -122,6 +131,40 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
             out.append(TextLine((x0, y0, x1 - x0, y1 - y0), _polygon(x0, y0, x1 - x0, y1 - y0),
                                 visual_row=r, cell=cell))
     return out
+
+
+def _loose_ink(lab: np.ndarray, comps: np.ndarray, keep: np.ndarray,
+                boxes: list[tuple[int, int, int, int]], glyph_h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ink the glyph filter left out of the lines, split in two: small marks that may belong to a
+    line's end (a dash, the dots of an ellipsis, a full stop), and what a line's box must not grow
+    over (rules, frames: anything about a glyph tall or taller; and the other lines' boxes)."""
+    tall = np.zeros(len(comps) + 1, bool)
+    tall[1:] = comps[:, cv2.CC_STAT_HEIGHT] >= RULE_HEIGHT * glyph_h
+    loose = (lab > 0) & (keep == 0)
+    is_tall = tall[lab]
+    stops = loose & is_tall
+    for x, y, w, h in boxes:
+        stops[y:y + h, x:x + w] = True
+    return loose & ~is_tall, stops
+
+
+def _reach(marks: np.ndarray, stops: np.ndarray, box: tuple[int, int, int, int], reach: int) -> tuple[int, int]:
+    """How many columns left and right of a line's box its own small marks extend: the farthest
+    mark within `reach` columns (the gap the smear closes between words) in the box's rows, and
+    before anything in `stops` across the middle of the line. Without those marks the recognizer
+    drops a line's first or last character (docs/benchmarks.md, "Line ends")."""
+    x, y, w, h = box
+    core = slice(y + h // 4, y + max(h // 4 + 1, (3 * h) // 4))
+    out = []
+    for cols in (slice(max(0, x - reach), x), slice(x + w, x + w + reach)):
+        mark: np.ndarray = np.asarray(marks[y:y + h, cols].any(axis=0))
+        stop: np.ndarray = np.asarray(stops[core, cols].any(axis=0))
+        if cols.start < x:                  # left: scan outward from the box, right to left
+            mark, stop = mark[::-1], stop[::-1]
+        blocked = np.flatnonzero(stop)
+        hits = np.flatnonzero(mark[: int(blocked[0]) if len(blocked) else len(mark)])
+        out.append(int(hits[-1]) + 1 if len(hits) else 0)
+    return out[0], out[1]
 
 
 def _punctuation_between_glyphs(comps: np.ndarray, plausible: np.ndarray, keep: np.ndarray,

@@ -265,3 +265,45 @@ def test_white_label_on_dark_cloth_is_read_with_the_label_polarity() -> None:
     inside = [ln for ln in lines if ln.box[0] >= 70 and ln.box[1] >= 70
               and ln.box[0] + ln.box[2] <= w + 90 and ln.box[1] + ln.box[3] <= h + 90]
     assert len(inside) == 4
+
+
+# Lines whose first or last character is too flat or too small to pass as a glyph ("一", "-",
+# "…", ",", ":", "。"): the finder's box stops short of it, and with only the box's own padding the
+# recognizer dropped it (1 of these 8 lines read with both ends at 20 and 22 px).
+EDGE_LINES = ["一贫如洗人，二哥俱。内骨骼南通文工团。", "五指依律…", "-20.0℃", "920 Johnson Fall, Garcialand,",
+              "二胡吸收地板厂欧盟崇祯尚善哭叫声椁", "Account No.: 2020年5月15日 Gate:", "宗厚。作用遥测…",
+              "发育封袁宗皋一张。"]
+
+
+@pytest.mark.parametrize("size", [20, 22])
+def test_a_lines_first_and_last_characters_are_read(predictor, size: int) -> None:
+    got = predictor.read(render_lines(EDGE_LINES, size=size)).text.split("\n")
+    assert len(got) == len(EDGE_LINES)
+    ends = [(g[:1], g[-1:]) for g in got]
+    assert ends == [(r[:1], r[-1:]) for r in EDGE_LINES], got
+
+
+
+def test_a_lines_box_reaches_over_its_end_marks_but_not_over_a_rule() -> None:
+    from PIL import Image, ImageDraw
+
+    from .render import font
+
+    img = Image.new("RGB", (700, 200), "white")
+    d = ImageDraw.Draw(img)
+    f = font("宗厚", 28)
+    d.text((40, 30), "宗厚。作用遥测…", font=f, fill="black")
+    ends = d.textbbox((40, 30), "宗厚。作用遥测…", font=f)
+    d.text((40, 110), "-20.0", font=font("x", 28), fill="black")
+    starts = d.textbbox((40, 110), "-20.0", font=font("x", 28))
+    # A table rule a little right of a third line, and a dot beyond the rule.
+    d.text((400, 110), "数量", font=f, fill="black")
+    cell = d.textbbox((400, 110), "数量", font=f)
+    d.line([(cell[2] + 12, 90), (cell[2] + 12, 170)], fill="black", width=2)
+    d.ellipse([cell[2] + 20, 140, cell[2] + 24, 144], fill="black")
+    lines = find_lines(np.asarray(img))
+    assert len(lines) == 3
+    first, second, third = sorted(lines, key=lambda ln: (ln.box[1] // 50, ln.box[0]))
+    assert first.box[0] + first.box[2] >= ends[2] - 1          # the ellipsis is inside the box
+    assert second.box[0] <= starts[0] + 1                      # and the leading dash
+    assert third.box[0] + third.box[2] < cell[2] + 12          # the rule is not
