@@ -17,6 +17,8 @@ PAD_FRACTION = 0.15   # the padding the recognizer was trained with
 # Ink left out of the lines that is at least this tall (in glyph heights) is a table rule, a frame
 # or a photo's edge, not a mark of the line: a line's box never grows over it.
 RULE_HEIGHT = 0.8
+# ... and a mark of the line is at most this wide (in glyph heights).
+MARK_WIDTH = 2.5
 
 
 @dataclass(frozen=True)
@@ -140,12 +142,15 @@ def _loose_ink(lab: np.ndarray, comps: np.ndarray, keep: np.ndarray,
     over (rules, frames: anything about a glyph tall or taller; and the other lines' boxes)."""
     tall = np.zeros(len(comps) + 1, bool)
     tall[1:] = comps[:, cv2.CC_STAT_HEIGHT] >= RULE_HEIGHT * glyph_h
+    # A mark is at most a couple of glyphs wide (an ellipsis, a long dash); an underline or a
+    # table's horizontal rule running past the line is neither a mark nor a stop.
+    mark = np.zeros(len(comps) + 1, bool)
+    mark[1:] = ~tall[1:] & (comps[:, cv2.CC_STAT_WIDTH] <= MARK_WIDTH * glyph_h)
     loose = (lab > 0) & (keep == 0)
-    is_tall = tall[lab]
-    stops = loose & is_tall
+    stops = loose & tall[lab]
     for x, y, w, h in boxes:
         stops[y:y + h, x:x + w] = True
-    return loose & ~is_tall, stops
+    return loose & mark[lab], stops
 
 
 def _reach(marks: np.ndarray, stops: np.ndarray, box: tuple[int, int, int, int], reach: int) -> tuple[int, int]:

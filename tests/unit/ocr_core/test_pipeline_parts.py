@@ -307,3 +307,24 @@ def test_a_lines_box_reaches_over_its_end_marks_but_not_over_a_rule() -> None:
     assert first.box[0] + first.box[2] >= ends[2] - 1          # the ellipsis is inside the box
     assert second.box[0] <= starts[0] + 1                      # and the leading dash
     assert third.box[0] + third.box[2] < cell[2] + 12          # the rule is not
+
+
+def test_a_leader_rule_after_a_line_does_not_widen_its_box() -> None:
+    """A long flat rule beside a line (a leader to a price, a blank to fill in) is not one of the
+    line's own marks: the box stays on the text."""
+    from PIL import Image, ImageDraw
+
+    from .render import font
+
+    img = Image.new("RGB", (600, 120), "white")
+    d = ImageDraw.Draw(img)
+    f = font("合计", 28)
+    d.text((100, 30), "合计金额", font=f, fill="black")
+    text = d.textbbox((100, 30), "合计金额", font=f)
+    mid = (text[1] + text[3]) // 2
+    d.line([(text[2] + 8, mid), (text[2] + 300, mid)], fill="black", width=2)
+    lines = find_lines(np.asarray(img))
+    assert len(lines) == 1
+    x, _, w, _ = lines[0].box
+    pad = 0.15 * 1.3 * (text[3] - text[1]) + 6       # the box's own padding, generously
+    assert x + w <= text[2] + pad, (lines[0].box, text)
