@@ -156,18 +156,24 @@ def _loose_ink(lab: np.ndarray, comps: np.ndarray, keep: np.ndarray,
 def _reach(marks: np.ndarray, stops: np.ndarray, box: tuple[int, int, int, int], reach: int) -> tuple[int, int]:
     """How many columns left and right of a line's box its own small marks extend: the farthest
     mark within `reach` columns (the gap the smear closes between words) in the box's rows, and
-    before anything in `stops` across the middle of the line. Without those marks the recognizer
-    drops a line's first or last character (docs/benchmarks.md, "Line ends")."""
+    nearer to the box than to anything in `stops` across the middle of the line. Without those
+    marks the recognizer drops a line's first or last character (docs/benchmarks.md, "Line ends")."""
     x, y, w, h = box
     core = slice(y + h // 4, y + max(h // 4 + 1, (3 * h) // 4))
     out = []
-    for cols in (slice(max(0, x - reach), x), slice(x + w, x + w + reach)):
-        mark: np.ndarray = np.asarray(marks[y:y + h, cols].any(axis=0))
-        stop: np.ndarray = np.asarray(stops[core, cols].any(axis=0))
-        if cols.start < x:                  # left: scan outward from the box, right to left
+    for side in (-1, 1):
+        # Columns outward from the box's edge: marks within `reach`, stops within twice that
+        # (a stop just past `reach` still claims the marks nearer to it).
+        far = slice(max(0, x - 2 * reach), x) if side < 0 else slice(x + w, x + w + 2 * reach)
+        mark: np.ndarray = np.asarray(marks[y:y + h, far].any(axis=0))
+        stop: np.ndarray = np.asarray(stops[core, far].any(axis=0))
+        if side < 0:                        # left: scan outward from the box, right to left
             mark, stop = mark[::-1], stop[::-1]
+        # A mark between this box and the next stop belongs to the nearer of the two: a dash in
+        # the gap between two cells of a row is read once, by the cell it sits against.
         blocked = np.flatnonzero(stop)
-        hits = np.flatnonzero(mark[: int(blocked[0]) if len(blocked) else len(mark)])
+        limit = min(reach, (int(blocked[0]) + 1) // 2) if len(blocked) else reach
+        hits = np.flatnonzero(mark[:limit])
         out.append(int(hits[-1]) + 1 if len(hits) else 0)
     return out[0], out[1]
 

@@ -328,3 +328,23 @@ def test_a_leader_rule_after_a_line_does_not_widen_its_box() -> None:
     x, _, w, _ = lines[0].box
     pad = 0.15 * 1.3 * (text[3] - text[1]) + 6       # the box's own padding, generously
     assert x + w <= text[2] + pad, (lines[0].box, text)
+
+
+def test_a_mark_between_two_cells_is_reached_only_by_the_nearer() -> None:
+    """A dash in the gap between two cells of a row (" -双模交互" after a cell) is read once: the
+    cell it sits against reaches over it, the other stops halfway."""
+    from ocr_core.lines import _reach
+
+    marks = np.zeros((20, 120), bool)
+    stops = np.zeros((20, 120), bool)
+    left, right = (10, 5, 30, 10), (60, 5, 30, 10)
+    for x, y, w, h in (left, right):
+        stops[y:y + h, x:x + w] = True
+    marks[9:11, 52:57] = True                       # the dash: 12 columns from the left cell, 3 from the right
+    assert _reach(marks, stops, left, 30) == (0, 0)
+    assert _reach(marks, stops, right, 30) == (8, 0)
+    # The right cell just beyond the left one's reach still claims the dash against it.
+    assert _reach(marks, stops, left, 20) == (0, 0)
+    # Alone, the left cell reaches it.
+    stops[:, 60:90] = False
+    assert _reach(marks, stops, left, 30) == (0, 17)
