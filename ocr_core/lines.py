@@ -17,7 +17,8 @@ PAD_FRACTION = 0.15   # the padding the recognizer was trained with
 # Ink left out of the lines that is at least this tall (in glyph heights) is a table rule, a frame
 # or a photo's edge, not a mark of the line: a line's box never grows over it.
 RULE_HEIGHT = 0.8
-# ... and a mark of the line is at most this wide (in glyph heights).
+# A mark of a line (punctuation too small to pass as a glyph: a dash, an ellipsis, a full stop) is
+# at most this wide, in glyph heights, whether it sits between two glyphs or at the line's end.
 MARK_WIDTH = 2.5
 
 
@@ -188,7 +189,7 @@ def _punctuation_between_glyphs(comps: np.ndarray, plausible: np.ndarray, keep: 
     H, W = keep.shape
     x, y = comps[:, cv2.CC_STAT_LEFT], comps[:, cv2.CC_STAT_TOP]
     w, h = comps[:, cv2.CC_STAT_WIDTH], comps[:, cv2.CC_STAT_HEIGHT]
-    small = np.flatnonzero(~plausible & (h < glyph_h * 0.6) & (w < glyph_h * 2.5)
+    small = np.flatnonzero(~plausible & (h < glyph_h * 0.6) & (w < glyph_h * MARK_WIDTH)
                            & (comps[:, cv2.CC_STAT_AREA] >= 3))
     if not len(small):
         return np.zeros(0, np.int64)

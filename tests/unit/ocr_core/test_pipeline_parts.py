@@ -283,7 +283,6 @@ def test_a_lines_first_and_last_characters_are_read(predictor, size: int) -> Non
     assert ends == [(r[:1], r[-1:]) for r in EDGE_LINES], got
 
 
-
 def test_a_lines_box_reaches_over_its_end_marks_but_not_over_a_rule() -> None:
     from PIL import Image, ImageDraw
 
