@@ -16,7 +16,7 @@ from ocr_core.detect import DEFAULT_DETECTOR_WEIGHTS, TextDetector, looks_like_p
 from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
 from ocr_core.model import CRNN, load_crnn
 from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
-from ocr_core.preprocess import MIN_BATCH_WIDTH, batch_lines, prepare_line, to_rgb_array
+from ocr_core.preprocess import batch_lines, batch_width, prepare_line, to_rgb_array
 from ocr_core.runtime import DEFAULT_ENGINE, LineRunner, make_runner
 from ocr_core.skew import deskew as deskewed
 from ocr_core.skew import estimate_skew
@@ -35,7 +35,7 @@ MIN_PAGE_CHAR_CONFIDENCE = 0.5
 # What a result holds besides the weights' reading: line finding, orientation, word boxes, table
 # rows. Part of the model version (and so of the key namespace upstream): bump it when a change to
 # the pipeline changes results, so results made before are not reused as if made now.
-PIPELINE_VERSION = "p7"
+PIPELINE_VERSION = "p8"
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
 # Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this
@@ -177,11 +177,11 @@ class Predictor:
 
         for i in order:
             w = prepared[i].shape[2]
-            if batch and (len(batch) + 1) * max(w, MIN_BATCH_WIDTH) > MAX_BATCH_COLUMNS:
+            if batch and (len(batch) + 1) * batch_width([w]) > MAX_BATCH_COLUMNS:
                 flush()
             # Keep widths within 1.5x inside a batch: padding changes what the CNN's squeeze-excite
             # pools over and what the BiLSTM sees.
-            if batch and w > 1.5 * max(prepared[batch[0]].shape[2], MIN_BATCH_WIDTH):
+            if batch and w > 1.5 * batch_width([prepared[batch[0]].shape[2]]):
                 flush()
             batch.append(i)
         flush()

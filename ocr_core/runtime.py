@@ -25,15 +25,15 @@ import torch
 from torch import nn
 
 from ocr_core.model import CRNN, INPUT_HEIGHT
-from ocr_core.preprocess import MIN_BATCH_WIDTH
+from ocr_core.preprocess import TRAIN_WIDTH
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("onnxruntime", "torch")
 DEFAULT_ENGINE = "onnxruntime"
-# Example input for tracing/export: two lines of the minimum batch width; batch size and width
-# stay dynamic.
-_EXAMPLE_SHAPE = (2, 3, INPUT_HEIGHT, MIN_BATCH_WIDTH)
+# Example input for tracing/export: two lines of the training width; batch size and width stay
+# dynamic.
+_EXAMPLE_SHAPE = (2, 3, INPUT_HEIGHT, TRAIN_WIDTH)
 
 
 class LineRunner(Protocol):

@@ -12,7 +12,8 @@ from ocr_core.decode import greedy_decode
 from ocr_core.lines import find_lines
 from ocr_core.model import CRNN, INPUT_HEIGHT, WIDTH_STRIDE, CRNNConfig, load_crnn, save_crnn
 from ocr_core.predictor import DEFAULT_WEIGHTS
-from ocr_core.preprocess import MAX_WIDTH, MIN_BATCH_WIDTH, MIN_WIDTH, batch_lines, prepare_line, prepare_line_u8
+from ocr_core.preprocess import (MAX_WIDTH, MIN_WIDTH, PAD_MARGIN, TRAIN_WIDTH, batch_lines, batch_width, prepare_line,
+                                 prepare_line_u8)
 
 from .render import render_line, render_lines
 
@@ -46,11 +47,15 @@ def test_width_keeps_aspect_and_is_clamped() -> None:
     assert prepare_line(np.full((10, 20000, 3), 255, np.uint8)).shape[2] == MAX_WIDTH
 
 
-def test_batch_pads_with_mid_grey_to_the_minimum_width_and_counts_steps() -> None:
+def test_batch_pads_with_mid_grey_past_its_widest_line_and_counts_steps() -> None:
     a, b = np.full((3, INPUT_HEIGHT, 40), -1, np.float32), np.full((3, INPUT_HEIGHT, 100), -1, np.float32)
     batch, steps = batch_lines([a, b])
-    assert batch.shape == (2, 3, INPUT_HEIGHT, MIN_BATCH_WIDTH)
+    # a short batch: its widest line plus the margin (4 CTC steps), not the training width
+    assert PAD_MARGIN == 32 and batch.shape == (2, 3, INPUT_HEIGHT, 136)
     assert (batch[0, :, :, 40:] == 0.0).all() and (batch[0, :, :, :40] == -1.0).all()
+    assert (batch[1, :, :, 100:] == 0.0).all()
+    # the margin never takes a batch past the training width, and a wider line is never cut
+    assert batch_width([300]) == TRAIN_WIDTH == 320 and batch_width([320]) == 320 and batch_width([321]) == 328
     assert steps.tolist() == [5, 13]                      # ceil(w / 8): a partial last step counts
     wide, _ = batch_lines([np.zeros((3, INPUT_HEIGHT, 501), np.float32)])
     assert wide.shape[3] == 504 and wide.shape[3] % WIDTH_STRIDE == 0
@@ -347,3 +352,26 @@ def test_a_mark_between_two_cells_is_reached_only_by_the_nearer() -> None:
     # Alone, the left cell reaches it.
     stops[:, 60:90] = False
     assert _reach(marks, stops, left, 30) == (0, 17)
+
+
+# Short crops (table cells, labels) are padded to their width plus a margin, not to 320 columns:
+# they must still read exactly, and the recognizer must see the narrow batch.
+SHORT_CELLS = ["单价", "¥25.00", "合计", "No. 7", "Qty", "发票", "2026-12-01", "OK"]
+
+
+def test_short_crops_read_exactly_from_a_narrow_batch(predictor) -> None:
+    widths: list[int] = []
+    runner = predictor.runner
+
+    def spy(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        widths.append(x.shape[3])
+        return runner(x)
+
+    predictor.runner = spy
+    try:
+        got = [d.text for d in predictor.recognize([render_line(t, size=24) for t in SHORT_CELLS])]
+    finally:
+        predictor.runner = runner
+    assert got == SHORT_CELLS
+    # one batch per group of similar widths, each its widest crop + the margin, all under 320
+    assert widths and max(widths) < TRAIN_WIDTH, widths
