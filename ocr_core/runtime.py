@@ -95,9 +95,11 @@ def export_onnx(net: nn.Module, example: torch.Tensor, outputs: list[str],
     return buf.getvalue()
 
 
-def onnx_session(graph: bytes, threads: int) -> Any:
+def onnx_session(graph: bytes, threads: int, *, spin: bool = True) -> Any:
     """An onnxruntime CPU session: `threads` intra-op threads (0: onnxruntime's default, one per
-    core), no inter-op pool (one request at a time per worker process)."""
+    core), no inter-op pool (one request at a time per worker process). `spin`: whether its worker
+    threads busy-wait for the next operator after one ends (onnxruntime's default) instead of
+    sleeping."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -105,6 +107,8 @@ def onnx_session(graph: bytes, threads: int) -> Any:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
@@ -151,7 +155,11 @@ class OnnxMapRunner:
     def __init__(self, model: nn.Module, *, threads: int = 1) -> None:
         graph = export_onnx(model.eval(), torch.zeros(1, 3, 320, 320), ["prob"],
                             {"x": {0: "n", 2: "h", 3: "w"}, "prob": {0: "n", 2: "h", 3: "w"}})
-        self.session = onnx_session(graph, threads)
+        # Its threads sleep when it is done instead of spinning: each session has its own pool,
+        # and the detector's threads, spinning on after a page's one detector pass, took a core
+        # from the recognizer's first batches (real Chinese pages ~15 % faster without;
+        # docs/benchmarks.md, "Session 8").
+        self.session = onnx_session(graph, threads, spin=False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]

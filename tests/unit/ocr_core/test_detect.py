@@ -135,3 +135,16 @@ def test_detector_engines_agree(detector: TextDetector) -> None:
         assert a.shape == b.shape and a.shape[0] % 32 == 0
         np.testing.assert_allclose(a, b, atol=1e-4)
         assert [d.quad.tolist() for d in detector.detect(page)] == [d.quad.tolist() for d in torch_det.detect(page)]
+
+
+def test_detector_threads_sleep_when_done_and_the_recognizers_spin(detector: TextDetector, predictor) -> None:
+    """Each onnxruntime session has its own thread pool: the detector's, spinning on after its one
+    pass per page, would take a core from the recognizer that runs next (docs/benchmarks.md)."""
+    def spinning(session) -> str:
+        try:
+            return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:       # not set: onnxruntime's default, spinning
+            return "1"
+
+    assert spinning(detector.runner.session) == "0"
+    assert spinning(predictor.runner.session) == "1"
