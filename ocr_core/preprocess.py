@@ -7,7 +7,7 @@ sake, more than `TRAIN_WIDTH` (320). PP-OCRv6's CNN was trained on lines padded 
 feeds every line that way), and its squeeze-excite blocks pool over the whole padded width; yet on
 2,000 held-out synthetic short crops (2-16 characters, seeds 515151 and 424242) the margin reads as
 well as padding to 320 (CER 1.14 vs 1.36 % and 1.51 vs 1.44 %), in 35-40 % less time
-(docs/benchmarks.md, "Short crops"). Training and inference share this rule.
+(docs/benchmarks.md, "Session 8"). Training and inference share this rule.
 Colour is kept: the CNN was trained on colour photos, dark mode included.
 """
 from __future__ import annotations
