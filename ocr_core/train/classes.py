@@ -10,7 +10,7 @@ forward pass on 2 CPU threads. The shipped model keeps the classes of
 - the training text's charset (`text_charset.txt`, the v1 model's 6,643 classes),
 - printable ASCII and Latin-1, the General Punctuation and Currency Symbols blocks,
 
-that PP-OCRv6's dictionary has, plus the blank and the space: ~8,100 classes. The kept rows of the
+that PP-OCRv6's dictionary has, plus the blank and the space: 8,154 classes. The kept rows of the
 classifier are copied unchanged, so a line whose best class is kept at every step reads exactly
 as before; only the confidences grow a little (the softmax is over fewer classes). A character
 outside the set is read as the nearest kept one, as any character outside a charset is.
@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ocr_core.charset import Charset
 from ocr_core.model import CRNN, load_crnn, save_crnn
@@ -65,18 +64,16 @@ def kept_classes(classes: Sequence[str], wanted: Iterable[str]) -> list[int]:
 
 
 def prune(model: CRNN, meta: dict, keep: list[int]) -> tuple[CRNN, dict]:
-    """A copy of `model` whose classifier has only the rows `keep`, and its meta (charset and
-    class count) to match; the rest of the model is shared, unchanged."""
-    classes = [meta["charset"][i - 1] if i else "" for i in keep]
-    head = nn.Linear(model.head.in_features, len(keep))
+    """A new model whose classifier has only the rows `keep` of `model`'s (every other weight
+    copied unchanged), and its meta: the kept characters, and how many classes they came from."""
     index = torch.tensor(keep)
-    with torch.no_grad():
-        head.weight.copy_(model.head.weight[index])          # C' x 120
-        head.bias.copy_(model.head.bias[index])              # C'
+    state = model.state_dict()
+    state["head.weight"] = state["head.weight"][index]                  # C' x 120
+    state["head.bias"] = state["head.bias"][index]                      # C'
     pruned = CRNN(type(model.cfg)(num_classes=len(keep), hidden=model.cfg.hidden, proj=model.cfg.proj))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-    pruned.load_state_dict({**state, "head.weight": head.weight, "head.bias": head.bias})
-    new_meta = dict(meta, charset="".join(classes[1:]), classes_from=len(meta["charset"]) + 1)
+    pruned.load_state_dict(state)
+    charset = "".join(meta["charset"][i - 1] for i in keep[1:])
+    new_meta = dict(meta, charset=charset, classes_from=meta.get("classes_from", len(meta["charset"]) + 1))
     return pruned.eval(), new_meta
 
 
