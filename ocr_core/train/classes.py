@@ -28,10 +28,10 @@ import torch
 
 from ocr_core.charset import Charset
 from ocr_core.model import CRNN, load_crnn, save_crnn
+from ocr_core.train import TEXT_CHARSET
 
 logger = logging.getLogger(__name__)
 
-TEXT_CHARSET = Path(__file__).with_name("text_charset.txt")
 # Unicode blocks kept whole (where the dictionary has them): Latin-1's printable half, General
 # Punctuation (dashes, quotes, …, ‰), Currency Symbols (€).
 BLOCKS = ((0x20, 0x7E), (0xA0, 0xFF), (0x2010, 0x205E), (0x20A0, 0x20BF))

@@ -16,6 +16,7 @@ import string
 from pathlib import Path
 
 from ocr_core.charset import Charset
+from ocr_core.train import TEXT_CHARSET
 
 CJK_PUNCT = "，。、；：！？"
 UI_ZH = ["设置", "登录", "注册", "确定", "取消", "返回", "首页", "我的", "消息", "搜索", "提交订单", "立即购买",
@@ -261,7 +262,7 @@ def load_ingredients(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="build the corpus ingredients file")
-    p.add_argument("--charset", type=Path, default=Path(__file__).resolve().parent / "text_charset.txt")
+    p.add_argument("--charset", type=Path, default=TEXT_CHARSET)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--show", type=int, default=0, help="print N sample lines after building")
     args = p.parse_args(argv)

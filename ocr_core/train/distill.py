@@ -40,6 +40,7 @@ from ocr_core.decode import collapse_path, greedy_decode
 from ocr_core.evaluate import levenshtein
 from ocr_core.model import CRNN, load_crnn, save_crnn
 from ocr_core.preprocess import batch_lines, prepare_line_u8, steps_for_width, to_model_input
+from ocr_core.train import TEXT_CHARSET
 
 logger = logging.getLogger(__name__)
 SHARD_LINES = 256
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--fonts", type=Path, required=True)
     f.add_argument("--ingredients", type=Path, required=True)
     f.add_argument("--text-charset", type=Path,
-                   default=Path(__file__).resolve().parent / "text_charset.txt",
+                   default=TEXT_CHARSET,
                    help="the training text's alphabet (what the corpus and the subset fonts cover)")
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--seed", type=int, default=1)

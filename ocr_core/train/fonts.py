@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from ocr_core.charset import Charset
+from ocr_core.train import TEXT_CHARSET
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _subset(font, chars: str, dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--charset", type=Path, default=Path(__file__).resolve().parent / "text_charset.txt")
+    p.add_argument("--charset", type=Path, default=TEXT_CHARSET)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
