@@ -1,10 +1,11 @@
 """Find text lines on a page (documents, receipts, screenshots) with classical OpenCV.
 
-binarise (adaptive threshold, dark mode aware) → estimate the glyph height → smear characters
-horizontally into line blobs → connected components → each box widened over the line's own
-small marks at its ends (a dash, an ellipsis, a comma: too small or flat to pass as glyphs) →
-boxes padded by 15 % of the line height, in reading order (columns left to right, lines top to
-bottom within a column).
+binarise (adaptive threshold, dark mode aware) → estimate the glyph height → take table rules
+out of the ink → smear characters horizontally into line blobs (never across a vertical rule) →
+connected components → each box widened over the line's own small marks at its ends (a dash, an
+ellipsis, a comma: too small or flat to pass as glyphs) → boxes padded by 15 % of the line height,
+in reading order (columns left to right, lines top to bottom within a column; a row's pieces are
+joined unless a vertical rule parts them).
 """
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ RULE_HEIGHT = 0.8
 # A mark of a line (punctuation too small to pass as a glyph: a dash, an ellipsis, a full stop) is
 # at most this wide, in glyph heights, whether it sits between two glyphs or at the line's end.
 MARK_WIDTH = 2.5
+# A table rule (or a frame, an underline) is a straight run of ink at least this long and at most
+# this thick, in glyph heights. Glyphs that touch one become part of it: one component as big as
+# the table, which the glyph filter drops with every character touching a rule (the last glyph of
+# a tightly ruled cell, the descenders over an underline). The thickness bound keeps a large
+# heading's own strokes out of it.
+RULE_LENGTH = 4.0
+RULE_THICKNESS = 0.3
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,14 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
         mask, lab, comps, plausible = other, lab2, comps2, plausible2
     if not plausible.any():
         return [whole_image_line(rgb)]
+    glyph_h = float(np.median(comps[plausible, cv2.CC_STAT_HEIGHT]))
+    hrule, vrule = _rules(mask, glyph_h)
+    if hrule.any() or vrule.any():
+        # The page's glyphs again, with the rules taken out of the ink they touched (the glyph
+        # height stays the one measured: the smear and the marks' reach are scaled by it).
+        mask = np.where(hrule | vrule, 0, mask).astype(np.uint8)
+        lab, comps, plausible = _glyphs(mask)
     hs, ws = comps[:, cv2.CC_STAT_HEIGHT], comps[:, cv2.CC_STAT_WIDTH]
-    glyph_h = float(np.median(hs[plausible]))
     # Keep only character-like components; drop long rules and big blocks (tables, photos).
     keep = np.zeros(mask.shape, np.uint8)
     good = np.flatnonzero(plausible & (hs < glyph_h * 3.5) & (ws < glyph_h * 25)) + 1
@@ -106,6 +120,7 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
     keep[np.isin(lab, _punctuation_between_glyphs(comps, plausible, keep, glyph_h, kw))] = 255
     smear = cv2.morphologyEx(keep, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kw, 1)))
     smear = cv2.dilate(smear, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(1, int(glyph_h * 0.15)))))
+    smear[vrule] = 0        # a vertical rule parts two cells however close their text comes
     m, _, st, _ = cv2.connectedComponentsWithStats(smear, connectivity=8)
     boxes = []
     for x, y, w, h, area in st[1:]:
@@ -117,8 +132,9 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
     boxes = _split_touching(_drop_contained(_split_tall(boxes, keep, glyph_h)), keep)
     out = []
     table_rows: dict[int, int] = {}     # table id → rows seen so far
-    rows = _reading_rows(boxes)
+    rows = _reading_rows(boxes, walls=Walls(vrule) if vrule.any() else None)
     marks, stops = _loose_ink(lab, comps, keep, [b for row in rows for b in row.boxes], glyph_h)
+    stops |= vrule          # rules no longer belong to any component, yet a box must not grow over them
     for r, row in enumerate(rows):
         cell_row = None
         if row.table is not None:
@@ -134,6 +150,41 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
             out.append(TextLine((x0, y0, x1 - x0, y1 - y0), _polygon(x0, y0, x1 - x0, y1 - y0),
                                 visual_row=r, cell=cell))
     return out
+
+
+def _rules(mask: np.ndarray, glyph_h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal and vertical rules in an ink mask (boolean masks): straight runs at least
+    RULE_LENGTH glyph heights long, where they are at most RULE_THICKNESS glyph heights thick
+    (a run as thick as that is a heading's stroke or a filled block, not a rule), grown by a pixel
+    on each side across the run (a rule's anti-aliased or JPEG-smeared edge would otherwise stay
+    behind as a thin "glyph" beside the text)."""
+    # Odd kernel sizes: OpenCV's opening with an even-sized kernel comes back a pixel off.
+    length = max(8, int(RULE_LENGTH * glyph_h)) | 1
+    too_thick = (max(2, int(RULE_THICKNESS * glyph_h)) + 1) | 1
+    out = []
+    for run, across, grow in (((length, 1), (1, too_thick), (1, 3)), ((1, length), (too_thick, 1), (3, 1))):
+        straight = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, run))
+        thick = cv2.morphologyEx(straight, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, across))
+        thin = cv2.subtract(straight, thick)
+        out.append(cv2.dilate(thin, cv2.getStructuringElement(cv2.MORPH_RECT, grow)) > 0)
+    return out[0], out[1]
+
+
+class Walls:
+    """Vertical rules as barriers between a row's pieces: `between(a, b)` says whether rule ink
+    lies in the gap between two boxes of one row, over the rows they share (an integral image,
+    so each question costs four lookups)."""
+
+    def __init__(self, vrule: np.ndarray) -> None:
+        self._sum = np.pad(vrule.astype(np.int32), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+
+    def between(self, a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+        x0, x1 = a[0] + a[2], b[0]
+        y0, y1 = max(a[1], b[1]), min(a[1] + a[3], b[1] + b[3])
+        if x1 <= x0 or y1 <= y0:
+            return False
+        s = self._sum
+        return bool(s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0] > 0)
 
 
 def _loose_ink(lab: np.ndarray, comps: np.ndarray, keep: np.ndarray,
@@ -308,13 +359,14 @@ def _reading_order(boxes: list[tuple[int, int, int, int]], page_w: int, *,
     return [b for row in _reading_rows(boxes, join=join) for b in row.boxes]
 
 
-def _reading_rows(boxes: list[tuple[int, int, int, int]], *, join: bool = True) -> list[Row]:
+def _reading_rows(boxes: list[tuple[int, int, int, int]], *, join: bool = True,
+                  walls: Walls | None = None) -> list[Row]:
     """`_reading_order`, grouped into visual rows (with table cells' columns where a region reads
-    as a table)."""
+    as a table); a row's pieces are never joined across `walls`."""
     if not boxes:
         return []
     glyph_h = float(np.median([h for _, _, _, h in boxes]))
-    return _xy_cut(boxes, glyph_h, depth=0, join=join, tables=_Tables())
+    return _xy_cut(boxes, glyph_h, depth=0, join=join, tables=_Tables(), walls=walls)
 
 
 def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, int]]:
@@ -329,10 +381,10 @@ def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, i
 
 
 def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
-            join: bool = True, tables: _Tables | None = None) -> list[Row]:
+            join: bool = True, tables: _Tables | None = None, walls: Walls | None = None) -> list[Row]:
     tables = tables if tables is not None else _Tables()
     if len(boxes) <= 1 or depth > 8:
-        return _row_groups(boxes, join)
+        return _row_groups(boxes, join, walls)
     x0 = min(b[0] for b in boxes)
     x1 = max(b[0] + b[2] for b in boxes)
     gutters = _gaps([(x, x + w) for x, _, w, _ in boxes], max(1.0, glyph_h))
@@ -354,12 +406,13 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
             merged = {i: list(cols[i]) for i in text_cols}
             for i in stray:
                 merged[min(text_cols, key=lambda j: abs(j - i))].extend(cols[i])
-            return [r for i in text_cols for r in _xy_cut(merged[i], glyph_h, depth + 1, join, tables)]
+            return [r for i in text_cols for r in _xy_cut(merged[i], glyph_h, depth + 1, join, tables, walls)]
         if len(text_cols) == 1 and len(boxes) - len(cols[text_cols[0]]) <= 0.1 * len(boxes):
             # One real column plus margin marks (page numbers, folios): the column first.
             rest = [b for i in stray for b in cols[i]]
-            return _xy_cut(cols[text_cols[0]], glyph_h, depth + 1, join, tables) + _row_groups(rest, join)
-        return _table_rows(boxes, cuts, join, tables)
+            return (_xy_cut(cols[text_cols[0]], glyph_h, depth + 1, join, tables, walls)
+                    + _row_groups(rest, join, walls))
+        return _table_rows(boxes, cuts, join, tables, walls)
     gaps = _gaps([(y, y + h) for _, y, _, h in boxes], 1.0)
     if len(gaps) >= 1:
         widths = sorted(b - a for a, b in gaps)
@@ -371,11 +424,11 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
             cuts = [-1.0] + [(a + b) / 2 for a, b in wide] + [float("inf")]
             bands = [[b for b in boxes if lo <= b[1] + b[3] / 2 < hi] for lo, hi in zip(cuts, cuts[1:])]
             if len([bd for bd in bands if bd]) > 1:
-                return [r for bd in bands if bd for r in _xy_cut(bd, glyph_h, depth + 1, join, tables)]
+                return [r for bd in bands if bd for r in _xy_cut(bd, glyph_h, depth + 1, join, tables, walls)]
     split = _split_at_blocked_gutter(boxes, glyph_h, x0, x1)
     if split is not None:
-        return [r for part in split for r in _xy_cut(part, glyph_h, depth + 1, join, tables)]
-    return _row_groups(boxes, join)
+        return [r for part in split for r in _xy_cut(part, glyph_h, depth + 1, join, tables, walls)]
+    return _row_groups(boxes, join, walls)
 
 
 def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: float, x0: int,
@@ -428,7 +481,8 @@ def _rows(boxes: list[tuple[int, int, int, int]], join: bool = True) -> list[tup
     return [b for row in _row_groups(boxes, join) for b in row.boxes]
 
 
-def _row_groups(boxes: list[tuple[int, int, int, int]], join: bool = True) -> list[Row]:
+def _row_groups(boxes: list[tuple[int, int, int, int]], join: bool = True,
+                walls: Walls | None = None) -> list[Row]:
     """`_rows`, one `Row` per visual row."""
     boxes = sorted(boxes, key=lambda b: b[1] + b[3] / 2)
     rows: list[list[tuple[int, int, int, int]]] = []
@@ -443,15 +497,15 @@ def _row_groups(boxes: list[tuple[int, int, int, int]], join: bool = True) -> li
                 continue
         rows.append([b])
     ordered = [sorted(row, key=lambda r: r[0]) for row in rows]
-    return [Row(_join_row(row) if join else row) for row in ordered]
+    return [Row(_join_row(row, walls) if join else row) for row in ordered]
 
 
 def _table_rows(boxes: list[tuple[int, int, int, int]], cuts: list[float], join: bool,
-                tables: _Tables) -> list[Row]:
+                tables: _Tables, walls: Walls | None = None) -> list[Row]:
     """A region whose gutters split it into narrow label/value or cell columns: rows read across
     it, each box numbered by the gutter-delimited column its centre falls in. It is a table when
     at least two rows hold two or more cells."""
-    rows = _row_groups(boxes, join)
+    rows = _row_groups(boxes, join, walls)
     if sum(len(r.boxes) >= 2 for r in rows) < 2:
         return rows
     table = tables.new()
@@ -461,16 +515,19 @@ def _table_rows(boxes: list[tuple[int, int, int, int]], cuts: list[float], join:
     return rows
 
 
-def _join_row(row: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+def _join_row(row: list[tuple[int, int, int, int]],
+              walls: Walls | None = None) -> list[tuple[int, int, int, int]]:
     """Join pieces of one row split by a wide glyph gap (full-width punctuation such as "：", wide
     word spacing): one crop reads better than fragments. Called inside a column, so gutters that
-    separate columns are never bridged."""
+    separate columns are never bridged; nor is a vertical rule (`walls`): two ruled cells whose
+    text comes close are two cells."""
     out = [row[0]]
     for x, y, w, h in row[1:]:
         px, py, pw, ph = out[-1]
         gap = x - (px + pw)
         overlap = min(py + ph, y + h) - max(py, y)
-        if gap < 1.2 * max(h, ph) and overlap >= 0.5 * min(h, ph):
+        if (gap < 1.2 * max(h, ph) and overlap >= 0.5 * min(h, ph)
+                and not (walls is not None and walls.between(out[-1], (x, y, w, h)))):
             x0, y0 = min(px, x), min(py, y)
             out[-1] = (x0, y0, max(px + pw, x + w) - x0, max(py + ph, y + h) - y0)
         else:

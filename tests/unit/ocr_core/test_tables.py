@@ -2,13 +2,15 @@
 keeps its own entry in `lines` with its row and column."""
 from __future__ import annotations
 
-import pytest
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw
 
 from ocr_core import Predictor
 from ocr_core.evaluate import char_errors
-from ocr_core.lines import find_lines
+from ocr_core.lines import _rules, find_lines
 
-from .render import render_lines
+from .render import font, render_lines
 
 # Column-major: render_lines fills the first column, then the next.
 ITEM = ["Item", "Apple", "Pear", "Green tea"]
@@ -70,3 +72,77 @@ def test_dashes_and_dots_inside_a_cell_keep_it_one_cell(predictor: Predictor) ->
         got = row.split("\t")[1]
         # (the spaces around a dash are narrow: whether they are read is not what this checks)
         assert got.replace(" ", "") == ref.replace(" ", ""), (got, ref)
+
+
+def ruled_table(rows: list[list[str]], *, size: int = 22, hpad: int = 10, vpad: int = 0) -> np.ndarray:
+    """A table drawn with 1 px black rules, as forms and lab reports are; with `vpad` 0 the row's
+    tallest glyphs touch the rules above and below, as in a low-resolution scan."""
+    fonts = [[font(t, size) for t in row] for row in rows]
+    inks = [[f.getbbox(t) for f, t in zip(fs, row)] for fs, row in zip(fonts, rows)]
+    col_w = [max(int(fonts[r][c].getlength(rows[r][c])) for r in range(len(rows))) + 2 * hpad
+             for c in range(len(rows[0]))]
+    row_h = [max(b[3] - b[1] for b in ink) + 2 * vpad for ink in inks]
+    width, height = sum(col_w) + len(col_w) + 41, sum(row_h) + len(row_h) + 41
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    y = 20
+    for row, fs, ink, h in zip(rows, fonts, inks, row_h):
+        draw.line([(20, y), (width - 21, y)], fill=(0, 0, 0))
+        x = 21
+        for t, f, b, w in zip(row, fs, ink, col_w):
+            draw.text((x + hpad, y + 1 + vpad + (h - 2 * vpad - (b[3] - b[1])) // 2 - b[1]), t, font=f, fill=(0, 0, 0))
+            x += w + 1
+        y += h + 1
+    draw.line([(20, y), (width - 21, y)], fill=(0, 0, 0))
+    x = 20
+    for w in [0, *col_w]:
+        x += w + (1 if w else 0)
+        draw.line([(x - (1 if w else 0), 20), (x - (1 if w else 0), y)], fill=(0, 0, 0))
+    return np.asarray(img)
+
+
+LAB = [["项目", "结果", "单位"], ["谷丙转氨酶", "25.6", "U/L"], ["间接胆红素", "7.9", "umol/L"],
+       ["白蛋白", "35.1", "g/L"]]
+
+
+def test_glyphs_touching_a_tables_rules_are_read(predictor: Predictor) -> None:
+    """Glyphs that touch a rule were one component with the whole grid, which the glyph filter
+    drops: the cell lost its touching characters (谷丙转氨酶 read as 谷丙转氨). Rules are taken
+    out of the ink first (`lines._rules`)."""
+    page = ruled_table(LAB)
+    assert len(find_lines(page)) == 12
+    # (every column here is wide, so the XY-cut reads the table column by column: what this
+    # checks is each cell's text, whatever the order)
+    assert sorted(ln.text for ln in predictor.read(page).lines) == sorted(t for row in LAB for t in row)
+
+
+def test_a_vertical_rule_parts_two_cells_whose_text_comes_close() -> None:
+    """Text 7 px either side of a rule: closer than words are smeared and joined across, yet two
+    cells (with neither the smear cut at the rule nor the join barred by it: one box)."""
+    rows = [["Total amount", "Paid today"], ["Shipping cost", "Due tomorrow"], ["Tax rate", "Refund"]]
+    lines = find_lines(ruled_table(rows, size=24, hpad=3, vpad=4))
+    assert len(lines) == 6
+    assert len({ln.box[0] // 20 for ln in lines}) >= 2
+
+
+def test_a_headings_strokes_are_not_rules() -> None:
+    """The strokes of 一 and 年 in a heading three times the body's size run straight for ~3 body
+    glyph heights: shorter than a rule (RULE_LENGTH), and thick. (A heading over ~4.5 times the
+    body in a thin face could lose strokes to the rule test; its box comes from the rest.)"""
+    body = render_lines(["正文第一行文字", "正文第二行文字", "正文第三行文字"], size=22, gap=0.6)
+    heading = render_lines(["统一年度报告"], size=66)
+    rgb = np.full((body.shape[0] + heading.shape[0], max(body.shape[1], heading.shape[1]), 3), 255, np.uint8)
+    rgb[: heading.shape[0], : heading.shape[1]] = heading
+    rgb[heading.shape[0]:, : body.shape[1]] = body
+    mask = (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) < 128).astype(np.uint8) * 255
+    hrule, vrule = _rules(mask, 20.0)
+    assert not hrule.any() and not vrule.any()
+    # and a rule as long as the heading's strokes is found
+    mask[-6:-4, 10:10 + 85] = 255
+    assert _rules(mask, 20.0)[0][-6:-4].all(axis=0)[10:95].all()
+    # the heading's glyphs are all inside the line finder's boxes
+    ink = mask[: heading.shape[0] - 4] > 0
+    covered = np.zeros_like(ink)
+    for x, y, w, h in (ln.box for ln in find_lines(rgb)):
+        covered[y:y + h, x:x + w] = True
+    assert ink.sum() > 500 and (ink & ~covered).sum() == 0
