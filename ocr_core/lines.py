@@ -132,7 +132,7 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
     boxes = _split_touching(_drop_contained(_split_tall(boxes, keep, glyph_h)), keep)
     out = []
     table_rows: dict[int, int] = {}     # table id → rows seen so far
-    rows = _reading_rows(boxes, walls=Walls(vrule) if vrule.any() else None)
+    rows = _reading_rows(boxes, rules=Rules(hrule, vrule) if hrule.any() or vrule.any() else None)
     marks, stops = _loose_ink(lab, comps, keep, [b for row in rows for b in row.boxes], glyph_h)
     stops |= vrule          # rules no longer belong to any component, yet a box must not grow over them
     for r, row in enumerate(rows):
@@ -170,21 +170,28 @@ def _rules(mask: np.ndarray, glyph_h: float) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-class Walls:
-    """Vertical rules as barriers between a row's pieces: `between(a, b)` says whether rule ink
-    lies in the gap between two boxes of one row, over the rows they share (an integral image,
-    so each question costs four lookups)."""
+class Rules:
+    """A page's table rules, asked about by the reading order: `parts(a, b)` says whether a
+    vertical rule lies in the gap between two boxes of one row (over the rows they share), and
+    `crossings(x, y0, y1)` how many horizontal rules cross column x between y0 and y1 (integral
+    image and column lookups, so each question is cheap)."""
 
-    def __init__(self, vrule: np.ndarray) -> None:
-        self._sum = np.pad(vrule.astype(np.int32), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    def __init__(self, hrule: np.ndarray, vrule: np.ndarray) -> None:
+        self._hrule = hrule
+        self._vsum = np.pad(vrule.astype(np.int32), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
 
-    def between(self, a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-        x0, x1 = a[0] + a[2], b[0]
-        y0, y1 = max(a[1], b[1]), min(a[1] + a[3], b[1] + b[3])
+    def parts(self, a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+        return self.vertical(a[0] + a[2], b[0], max(a[1], b[1]), min(a[1] + a[3], b[1] + b[3]))
+
+    def vertical(self, x0: int, x1: int, y0: int, y1: int) -> bool:
+        """Whether vertical rule ink lies in columns x0..x1, rows y0..y1."""
         if x1 <= x0 or y1 <= y0:
             return False
-        s = self._sum
+        s = self._vsum
         return bool(s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0] > 0)
+
+    def crossings(self, x: int, y0: int, y1: int) -> int:
+        return len(true_runs(self._hrule[max(0, y0):max(0, y1), x]))
 
 
 def _loose_ink(lab: np.ndarray, comps: np.ndarray, keep: np.ndarray,
@@ -360,13 +367,14 @@ def _reading_order(boxes: list[tuple[int, int, int, int]], page_w: int, *,
 
 
 def _reading_rows(boxes: list[tuple[int, int, int, int]], *, join: bool = True,
-                  walls: Walls | None = None) -> list[Row]:
+                  rules: Rules | None = None) -> list[Row]:
     """`_reading_order`, grouped into visual rows (with table cells' columns where a region reads
-    as a table); a row's pieces are never joined across `walls`."""
+    as a table); a row's pieces are never joined across a vertical rule, and a grid of `rules`
+    makes a table of columns that would otherwise read one after the other."""
     if not boxes:
         return []
     glyph_h = float(np.median([h for _, _, _, h in boxes]))
-    return _xy_cut(boxes, glyph_h, depth=0, join=join, tables=_Tables(), walls=walls)
+    return _xy_cut(boxes, glyph_h, depth=0, join=join, tables=_Tables(), rules=rules)
 
 
 def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, int]]:
@@ -381,10 +389,10 @@ def _gaps(intervals: list[tuple[int, int]], min_gap: float) -> list[tuple[int, i
 
 
 def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
-            join: bool = True, tables: _Tables | None = None, walls: Walls | None = None) -> list[Row]:
+            join: bool = True, tables: _Tables | None = None, rules: Rules | None = None) -> list[Row]:
     tables = tables if tables is not None else _Tables()
     if len(boxes) <= 1 or depth > 8:
-        return _row_groups(boxes, join, walls)
+        return _row_groups(boxes, join, rules)
     x0 = min(b[0] for b in boxes)
     x1 = max(b[0] + b[2] for b in boxes)
     gutters = _gaps([(x, x + w) for x, _, w, _ in boxes], max(1.0, glyph_h))
@@ -402,17 +410,18 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
 
         text_cols = [i for i, c in enumerate(cols) if is_text(c)]
         stray = [i for i in range(len(cols)) if i not in text_cols]
-        if len(text_cols) >= 2 and sum(len(cols[i]) for i in stray) <= 0.1 * len(boxes):
+        if (len(text_cols) >= 2 and sum(len(cols[i]) for i in stray) <= 0.1 * len(boxes)
+                and not _ruled_grid(boxes, gutters, rules)):
             merged = {i: list(cols[i]) for i in text_cols}
             for i in stray:
                 merged[min(text_cols, key=lambda j: abs(j - i))].extend(cols[i])
-            return [r for i in text_cols for r in _xy_cut(merged[i], glyph_h, depth + 1, join, tables, walls)]
+            return [r for i in text_cols for r in _xy_cut(merged[i], glyph_h, depth + 1, join, tables, rules)]
         if len(text_cols) == 1 and len(boxes) - len(cols[text_cols[0]]) <= 0.1 * len(boxes):
             # One real column plus margin marks (page numbers, folios): the column first.
             rest = [b for i in stray for b in cols[i]]
-            return (_xy_cut(cols[text_cols[0]], glyph_h, depth + 1, join, tables, walls)
-                    + _row_groups(rest, join, walls))
-        return _table_rows(boxes, cuts, join, tables, walls)
+            return (_xy_cut(cols[text_cols[0]], glyph_h, depth + 1, join, tables, rules)
+                    + _row_groups(rest, join, rules))
+        return _table_rows(boxes, cuts, join, tables, rules)
     gaps = _gaps([(y, y + h) for _, y, _, h in boxes], 1.0)
     if len(gaps) >= 1:
         widths = sorted(b - a for a, b in gaps)
@@ -424,11 +433,24 @@ def _xy_cut(boxes: list[tuple[int, int, int, int]], glyph_h: float, depth: int,
             cuts = [-1.0] + [(a + b) / 2 for a, b in wide] + [float("inf")]
             bands = [[b for b in boxes if lo <= b[1] + b[3] / 2 < hi] for lo, hi in zip(cuts, cuts[1:])]
             if len([bd for bd in bands if bd]) > 1:
-                return [r for bd in bands if bd for r in _xy_cut(bd, glyph_h, depth + 1, join, tables, walls)]
+                return [r for bd in bands if bd for r in _xy_cut(bd, glyph_h, depth + 1, join, tables, rules)]
     split = _split_at_blocked_gutter(boxes, glyph_h, x0, x1)
     if split is not None:
-        return [r for part in split for r in _xy_cut(part, glyph_h, depth + 1, join, tables, walls)]
-    return _row_groups(boxes, join, walls)
+        return [r for part in split for r in _xy_cut(part, glyph_h, depth + 1, join, tables, rules)]
+    return _row_groups(boxes, join, rules)
+
+
+def _ruled_grid(boxes: list[tuple[int, int, int, int]], gutters: list[tuple[int, int]],
+                rules: Rules | None) -> bool:
+    """Whether wide columns are a ruled grid's, not running text's: every gutter holds a vertical
+    rule and is crossed by at least two horizontal rules between the region's first and last
+    line (rules between rows; a frame around a page or a rule under a heading does not make
+    two). A grid's cells are then never joined across its vertical rules; tables ruled only
+    across keep the column reading."""
+    if rules is None:
+        return False
+    y0, y1 = min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes)
+    return all(rules.vertical(a, b, y0, y1) and rules.crossings((a + b) // 2, y0, y1) >= 2 for a, b in gutters)
 
 
 def _split_at_blocked_gutter(boxes: list[tuple[int, int, int, int]], glyph_h: float, x0: int,
@@ -482,7 +504,7 @@ def _rows(boxes: list[tuple[int, int, int, int]], join: bool = True) -> list[tup
 
 
 def _row_groups(boxes: list[tuple[int, int, int, int]], join: bool = True,
-                walls: Walls | None = None) -> list[Row]:
+                rules: Rules | None = None) -> list[Row]:
     """`_rows`, one `Row` per visual row."""
     boxes = sorted(boxes, key=lambda b: b[1] + b[3] / 2)
     rows: list[list[tuple[int, int, int, int]]] = []
@@ -497,15 +519,15 @@ def _row_groups(boxes: list[tuple[int, int, int, int]], join: bool = True,
                 continue
         rows.append([b])
     ordered = [sorted(row, key=lambda r: r[0]) for row in rows]
-    return [Row(_join_row(row, walls) if join else row) for row in ordered]
+    return [Row(_join_row(row, rules) if join else row) for row in ordered]
 
 
 def _table_rows(boxes: list[tuple[int, int, int, int]], cuts: list[float], join: bool,
-                tables: _Tables, walls: Walls | None = None) -> list[Row]:
+                tables: _Tables, rules: Rules | None = None) -> list[Row]:
     """A region whose gutters split it into narrow label/value or cell columns: rows read across
     it, each box numbered by the gutter-delimited column its centre falls in. It is a table when
     at least two rows hold two or more cells."""
-    rows = _row_groups(boxes, join, walls)
+    rows = _row_groups(boxes, join, rules)
     if sum(len(r.boxes) >= 2 for r in rows) < 2:
         return rows
     table = tables.new()
@@ -516,10 +538,10 @@ def _table_rows(boxes: list[tuple[int, int, int, int]], cuts: list[float], join:
 
 
 def _join_row(row: list[tuple[int, int, int, int]],
-              walls: Walls | None = None) -> list[tuple[int, int, int, int]]:
+              rules: Rules | None = None) -> list[tuple[int, int, int, int]]:
     """Join pieces of one row split by a wide glyph gap (full-width punctuation such as "：", wide
     word spacing): one crop reads better than fragments. Called inside a column, so gutters that
-    separate columns are never bridged; nor is a vertical rule (`walls`): two ruled cells whose
+    separate columns are never bridged; nor is a vertical rule (`rules`): two ruled cells whose
     text comes close are two cells."""
     out = [row[0]]
     for x, y, w, h in row[1:]:
@@ -527,7 +549,7 @@ def _join_row(row: list[tuple[int, int, int, int]],
         gap = x - (px + pw)
         overlap = min(py + ph, y + h) - max(py, y)
         if (gap < 1.2 * max(h, ph) and overlap >= 0.5 * min(h, ph)
-                and not (walls is not None and walls.between(out[-1], (x, y, w, h)))):
+                and not (rules is not None and rules.parts(out[-1], (x, y, w, h)))):
             x0, y0 = min(px, x), min(py, y)
             out[-1] = (x0, y0, max(px + pw, x + w) - x0, max(py + ph, y + h) - y0)
         else:

@@ -110,10 +110,35 @@ def test_glyphs_touching_a_tables_rules_are_read(predictor: Predictor) -> None:
     drops: the cell lost its touching characters (谷丙转氨酶 read as 谷丙转氨). Rules are taken
     out of the ink first (`lines._rules`)."""
     page = ruled_table(LAB)
-    assert len(find_lines(page)) == 12
-    # (every column here is wide, so the XY-cut reads the table column by column: what this
-    # checks is each cell's text, whatever the order)
-    assert sorted(ln.text for ln in predictor.read(page).lines) == sorted(t for row in LAB for t in row)
+    lines = find_lines(page)
+    assert [ln.cell for ln in lines] == [(r, c) for r in range(4) for c in range(3)]
+    rows = [row.split("\t") for row in predictor.read(page).text.split("\n")]
+    assert rows == LAB
+
+
+def test_a_ruled_grid_reads_row_by_row_although_its_columns_are_wide() -> None:
+    """Every column of this table is wide enough to pass for a column of running text; the rules
+    between its rows say it is a table (read column by column, its text said 项目 谷丙转氨酶 …
+    then 结果 25.6 …)."""
+    wide = [["检验项目名称", "检测结果数值", "参考范围说明"], ["谷丙转氨酶", "25.6 正常", "0 至 40 之间"],
+            ["间接胆红素", "7.9 正常", "1.5 至 15 之间"], ["白蛋白", "35.1 正常", "33 至 55 之间"]]
+    lines = find_lines(ruled_table(wide, hpad=20))
+    assert [ln.cell for ln in lines] == [(r, c) for r in range(4) for c in range(3)]
+
+
+def test_two_text_columns_in_a_frame_still_read_column_by_column() -> None:
+    """A frame around the page and a rule between the columns are no grid: no rule crosses the
+    gutter between the lines."""
+    left = ["The quick brown fox", "jumps over the lazy", "dog and runs away", "into the green wood"]
+    right = ["Pack my box with five", "dozen liquor jugs now", "and then go back home", "before it gets dark"]
+    img = Image.fromarray(render_lines(left + right, size=22, gap=0.5, columns=2, column_gap=80))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([4, 4, img.width - 5, img.height - 5], outline=(0, 0, 0))
+    mid = 22 + max(int(font(t, 22).getlength(t)) for t in left) + 40     # the gutter's middle
+    draw.line([(mid, 10), (mid, img.height - 10)], fill=(0, 0, 0))
+    lines = find_lines(np.asarray(img))
+    assert len(lines) == 8 and all(ln.cell is None for ln in lines)
+    assert [ln.box[0] < mid for ln in lines] == [True] * 4 + [False] * 4
 
 
 def test_a_vertical_rule_parts_two_cells_whose_text_comes_close() -> None:
