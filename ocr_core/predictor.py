@@ -35,7 +35,7 @@ MIN_PAGE_CHAR_CONFIDENCE = 0.5
 # What a result holds besides the weights' reading: line finding, orientation, word boxes, table
 # rows. Part of the model version (and so of the key namespace upstream): bump it when a change to
 # the pipeline changes results, so results made before are not reused as if made now.
-PIPELINE_VERSION = "p10"
+PIPELINE_VERSION = "p11"
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
 # Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ocr_core.decode import BLANK_PENALTY
 from ocr_core.model import CRNN, INPUT_HEIGHT
 from ocr_core.preprocess import TRAIN_WIDTH
 
@@ -45,15 +46,21 @@ class LineRunner(Protocol):
 
 
 class BestPath(nn.Module):
-    """The CRNN reduced to its greedy path: argmax class and log-probability per time step."""
+    """The CRNN reduced to its greedy path: argmax class and log-probability per time step, the
+    blank's logit lowered by `blank_penalty` (`ocr_core.decode.BLANK_PENALTY`)."""
 
-    def __init__(self, model: CRNN) -> None:
+    def __init__(self, model: CRNN, blank_penalty: float = BLANK_PENALTY) -> None:
         super().__init__()
         self.model = model
+        # The penalty goes into a copy of the classifier's bias (class 0 is the blank): no extra
+        # operator in the graph, and the model's own parameters stay as they were loaded.
+        self.head = copy.deepcopy(model.head)
+        with torch.no_grad():
+            self.head.bias[0] -= blank_penalty
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.model
-        probs = torch.softmax(m.head(m.sequence(m.features(x))), dim=-1)   # N x T x C
+        probs = torch.softmax(self.head(m.sequence(m.features(x))), dim=-1)   # N x T x C
         best, ids = probs.max(dim=-1)                                # N x T, N x T
         # log of the best probability: a fused softmax and one max cost ~1 ms per 320-column
         # line in onnxruntime, a log-sum-exp over the 18,710 classes ~7 ms.
