@@ -52,6 +52,28 @@ NEGATIVES = 2048
 VAL_SEED = 987654          # the validation shard's seed; never used for training shards
 CTC_WEIGHT = 0.2
 MSE_WEIGHT = 2.0
+# Lines cut through by a picture's edge or a container (a screenshot cropped mid-line): what is
+# left is 50-75 % of the glyphs' height, the bottom cut away more often than the top. The teacher
+# reads them as badly as the student (docs/benchmarks.md, "Session 10"), so on these lines only
+# the true text teaches: they carry no KL or MSE target.
+CLIP_KEEP = (0.5, 0.75)
+CLIP_TOP_SHARE = 0.3       # share of clipped lines that lose their top instead of their bottom
+
+
+def clip_line(crop: np.ndarray, rng: random.Random) -> np.ndarray | None:
+    """A rendered line cut through its glyphs (`CLIP_KEEP` of the ink's height kept, from the top
+    or, for `CLIP_TOP_SHARE` of them, from the bottom), with the crop's own padding on the kept
+    side; None when the crop shows no ink to cut."""
+    gray = crop.mean(axis=2) if crop.ndim == 3 else crop.astype(np.float64)
+    background = float(np.median(np.concatenate([gray[0], gray[-1]])))
+    rows = np.flatnonzero((np.abs(gray - background) > 60).any(axis=1))
+    if len(rows) < 4:
+        return None
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    keep = max(2, int(round(rng.uniform(*CLIP_KEEP) * (bottom - top))))
+    if rng.random() < CLIP_TOP_SHARE:
+        return crop[bottom - keep:]                       # the top is gone
+    return crop[:top + keep]                              # the bottom is gone
 
 
 # ---------------------------------------------------------------------------------------- labels
@@ -87,6 +109,7 @@ def make_features(args: argparse.Namespace) -> None:
     text_charset = Charset.from_file(args.text_charset)   # what the corpus and fonts cover
     sampler = LineSampler(load_ingredients(args.ingredients), text_charset, args.seed)
     renderer = LineRenderer(load_faces(args.fonts), args.seed)
+    clip_rng = random.Random(args.seed * 7919 + 1)
     teacher = TeacherSession(args.onnx, threads=args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -96,32 +119,39 @@ def make_features(args: argparse.Namespace) -> None:
         sampler()
     made, errs, chars = 0, 0, 0
     while (args.lines == 0 or made < args.lines) and time.monotonic() - t0 < args.run_s:
-        pending: list[tuple[np.ndarray, list[int], str]] = []
+        pending: list[tuple[np.ndarray, list[int], str, float]] = []
         while len(pending) < 4 * args.batch:
             text = sampler()
             crop = renderer.render(text)
             labels = encode_label(text, charset)
             if crop is None or labels is None:
                 continue
+            kd = 1.0           # whether the teacher's targets count for this line
+            if args.clip and clip_rng.random() < args.clip:
+                crop, kd = clip_line(crop, clip_rng), 0.0
+                if crop is None:
+                    continue
             u8 = prepare_line_u8(crop)
             if u8.shape[1] > args.max_width or not ctc_feasible(labels, steps_for_width(u8.shape[1])):
                 continue
-            pending.append((u8, labels, text))
+            pending.append((u8, labels, text, kd))
         pending.sort(key=lambda s: s[0].shape[1])
-        shard: dict[str, list] = {"feats": [], "pre": [], "top": [], "steps": [], "labels": [], "texts": []}
+        shard: dict[str, list] = {"feats": [], "pre": [], "top": [], "steps": [], "labels": [], "texts": [],
+                                  "kd": []}
         for i in range(0, len(pending), args.batch):
             group = pending[i:i + args.batch]
             x, steps = batch_lines([to_model_input(g[0]) for g in group])
             probs, feats, pre = teacher(x)
             feats = feats[:, :, 0, :].transpose(0, 2, 1)            # N x T x 384
             top = np.argpartition(-probs, TOP_K, axis=-1)[:, :, :TOP_K]  # N x T x k, unordered
-            for j, (_, labels, text) in enumerate(group):
+            for j, (_, labels, text, kd) in enumerate(group):
                 shard["feats"].append(torch.from_numpy(feats[j]).half())
                 shard["pre"].append(torch.from_numpy(pre[j]).half())
                 shard["top"].append(torch.from_numpy(top[j].astype(np.int16)))
                 shard["steps"].append(int(steps[j]))
                 shard["labels"].append(labels)
                 shard["texts"].append(text)
+                shard["kd"].append(kd)
                 p = probs[j, : steps[j]]                        # T x C, the teacher's
                 best = p.argmax(-1)
                 pred = collapse_path(best, np.log(p[np.arange(len(best)), best]), charset).text
@@ -154,7 +184,7 @@ class ShardPool:
             if p.name in self.seen or p.name.startswith(self.exclude):
                 continue
             d = torch.load(p, weights_only=True)
-            self.samples += list(zip(d["feats"], d["pre"], d["top"], d["steps"], d["labels"], d["texts"]))
+            self.samples += _samples(d)
             self.seen.add(p.name)
             new += len(d["steps"])
         if new:
@@ -177,7 +207,15 @@ def collate(samples: list[tuple]) -> dict:
         "targets": torch.tensor([t for s in samples for t in s[4]]),
         "target_lengths": torch.tensor([len(s[4]) for s in samples]),
         "texts": [s[5] for s in samples],
+        "kd": torch.tensor([s[6] for s in samples], dtype=torch.float32),   # N: 0 where only CTC teaches
     }
+
+
+def _samples(shard: dict) -> list[tuple]:
+    """A shard's samples; shards written before clipped lines existed have the teacher's targets
+    on every line."""
+    kd = shard.get("kd", [1.0] * len(shard["steps"]))
+    return list(zip(shard["feats"], shard["pre"], shard["top"], shard["steps"], shard["labels"], shard["texts"], kd))
 
 
 def student_sequence(model: CRNN, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -194,7 +232,8 @@ def losses(model: CRNN, b: dict, pre_scale: float, full: bool = False) -> dict[s
     class subset (see TOP_K)."""
     s = student_sequence(model, b["feats"], b["lengths"])                  # N x T x 120
     mask = (torch.arange(s.shape[1])[None, :] < b["lengths"][:, None]).float()   # N x T
-    n = mask.sum()
+    mask = mask * b["kd"][:, None]                   # the teacher's frames count where it can read
+    n = mask.sum().clamp(min=1.0)
     n_classes = model.head.out_features
     if full or n_classes <= NEGATIVES:
         classes = torch.arange(n_classes)
@@ -330,8 +369,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def collate_all(path: Path, limit: int = 128) -> dict:
-    d = torch.load(path, weights_only=True)
-    return collate(list(zip(d["feats"], d["pre"], d["top"], d["steps"], d["labels"], d["texts"]))[:limit])
+    return collate(_samples(torch.load(path, weights_only=True))[:limit])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -351,6 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--batch", type=int, default=16)
     f.add_argument("--threads", type=int, default=1)
     f.add_argument("--max-width", type=int, default=1600)
+    f.add_argument("--clip", type=float, default=0.0,
+                   help="share of lines cut through their glyphs (CTC only, no teacher targets)")
     t = sub.add_parser("train", help="fit the BiLSTM on the shards")
     t.add_argument("--init", type=Path, required=True, help="converted model (convert_ppocr_v6)")
     t.add_argument("--resume", type=Path, help="continue a run (its optimizer and schedule)")

@@ -94,6 +94,41 @@ def test_distillation_learns_checkpoints_and_resumes(tiny: dict) -> None:
     assert after < 0.7 * before, (before, after)
 
 
+def test_clipped_lines_lose_part_of_their_glyphs_from_the_top_or_the_bottom() -> None:
+    """`distill.clip_line`: what a picture's edge leaves of a line cut through it."""
+    import random
+
+    import numpy as np
+
+    line = render_line("Grant of 合计 Total", size=28)
+    ink = np.flatnonzero((line.mean(axis=2) < 128).any(axis=1))
+    full = ink[-1] + 1 - ink[0]
+    rng = random.Random(3)
+    kinds = set()
+    for _ in range(40):
+        cut = distill.clip_line(line, rng)
+        assert cut is not None and cut.shape[1] == line.shape[1] and cut.shape[0] < line.shape[0]
+        rows = np.flatnonzero((cut.mean(axis=2) < 128).any(axis=1))
+        kept = rows[-1] + 1 - rows[0]
+        assert distill.CLIP_KEEP[0] * full - 2 <= kept <= distill.CLIP_KEEP[1] * full + 2
+        # the cut side ends in ink; the other keeps its blank margin
+        kinds.add("top" if cut.shape[0] - rows[-1] > 1 and rows[0] == 0 else "bottom")
+    assert kinds == {"top", "bottom"}
+    assert distill.clip_line(np.full((20, 80, 3), 255, np.uint8), rng) is None
+
+
+def test_lines_without_teacher_targets_learn_from_the_text_only(tiny: dict) -> None:
+    """A clipped line (kd 0) has no KL or MSE term, only CTC on its true text."""
+    val = distill.collate_all(tiny["dir"] / "shards" / f"shard-{distill.VAL_SEED}-00000.pt")
+    with torch.no_grad():
+        taught = distill.losses(tiny["init"], val, pre_scale=1.0, full=True)
+        val["kd"] = torch.zeros_like(val["kd"])
+        text_only = distill.losses(tiny["init"], val, pre_scale=1.0, full=True)
+    assert float(taught["kl"]) > 0 and float(taught["mse"]) > 0
+    assert float(text_only["kl"]) == 0 and float(text_only["mse"]) == 0
+    assert float(text_only["ctc"]) == pytest.approx(float(taught["ctc"])) and float(text_only["ctc"]) > 0
+
+
 # ---------------------------------------------------------------- the shipped classes
 def test_pruned_classifier_keeps_the_kept_classes_logits(tmp_path: Path) -> None:
     torch.manual_seed(0)
