@@ -13,7 +13,9 @@ N x T x 120, the true text) in fp16. It needs no label from the teacher, and run
     loss = KL(teacher ‖ student) per frame (the full 18,710-class distributions, through the shared
            classifier) + MSE to the teacher's 120-d vector (scaled by its mean square)
            + 0.2 · CTC on the true text (fixes what the teacher gets wrong on our lines),
-on a cosine schedule over training *time* (`--total-s`), like `train.py`. It writes `ckpt.pt`
+on a cosine schedule over training *time* (`--total-s`), like `train.py`. Lines made with
+`features --clip` (cut through their glyphs, as by a picture's edge) carry no teacher target:
+only their CTC term counts. It writes `ckpt.pt`
 (trainable state, optimizer, elapsed) and `crnn.pt` (the whole model in fp16, as shipped).
 
     python -m ocr_core.train.distill features --onnx V6.onnx --fonts F --ingredients I --out SHARDS --seed 1
