@@ -14,10 +14,8 @@ var/train). Results: docs/benchmarks.md, "Line ends".
 """
 from __future__ import annotations
 
-import argparse
 import random
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -28,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ocr_core.lines as lines_module  # noqa: E402
+from bench.finder_ab import compare, parse_args  # noqa: E402
 from ocr_core import Predictor  # noqa: E402
 from ocr_core.evaluate import char_errors  # noqa: E402
 from ocr_core.train.corpus import LineSampler, load_ingredients  # noqa: E402
@@ -73,27 +72,16 @@ def synthetic_pages(predictor: Predictor, fonts: Path, ingredients: Path, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fonts", type=Path, default=ROOT / "var" / "train" / "fonts")
-    p.add_argument("--ingredients", type=Path, default=ROOT / "var" / "train" / "ingredients.json.gz")
-    p.add_argument("--seed", type=int, default=90001)
-    p.add_argument("--pages", type=int, default=120)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    args = parse_args(__doc__, 90001, 120, argv)
     predictor = Predictor.load(threads=args.threads)
     pages = synthetic_pages(predictor, args.fonts, args.ingredients, args.seed, args.pages)
     print(f"{len(pages)} synthetic pages, seed {args.seed}, classical finder, {args.threads} thread(s)")
-    shipped = lines_module._reach
-    for name, reach in (("glyphs only", lambda *a: (0, 0)), ("reach", shipped)):
-        lines_module._reach = reach  # type: ignore[assignment]
-        errors = chars = 0
-        t0 = time.perf_counter()
-        for rgb, texts in pages:
-            d, n = char_errors(" ".join(texts), predictor.read(rgb, finder="classical").text)
-            errors += d
-            chars += n
-        print(f"{name:<12} CER {100 * errors / chars:5.2f} % ({errors}/{chars}), "
-              f"{time.perf_counter() - t0:5.1f} s")
+
+    def page_errors(page: tuple[np.ndarray, list[str]]) -> tuple[int, int]:
+        rgb, texts = page
+        return char_errors(" ".join(texts), predictor.read(rgb, finder="classical").text)
+
+    compare("_reach", [("glyphs only", lambda *a: (0, 0)), ("reach", lines_module._reach)], pages, page_errors)
     return 0
 
 

@@ -18,10 +18,8 @@ var/train). Results: docs/benchmarks.md, "Ruled tables".
 """
 from __future__ import annotations
 
-import argparse
 import random
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -32,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ocr_core.lines as lines_module  # noqa: E402
+from bench.finder_ab import compare, parse_args  # noqa: E402
 from ocr_core import Predictor  # noqa: E402
 from ocr_core.evaluate import char_errors  # noqa: E402
 from ocr_core.train.corpus import LineSampler, load_ingredients  # noqa: E402
@@ -122,28 +121,12 @@ def _no_rules(mask: np.ndarray, glyph_h: float) -> tuple[np.ndarray, np.ndarray]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fonts", type=Path, default=ROOT / "var" / "train" / "fonts")
-    p.add_argument("--ingredients", type=Path, default=ROOT / "var" / "train" / "ingredients.json.gz")
-    p.add_argument("--seed", type=int, default=92001)
-    p.add_argument("--pages", type=int, default=60)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    args = parse_args(__doc__, 92001, 60, argv)
     predictor = Predictor.load(threads=args.threads)
     tables = synthetic_tables(predictor, args.fonts, args.ingredients, args.seed, args.pages)
     print(f"{len(tables)} synthetic ruled tables, seed {args.seed}, classical finder, {args.threads} thread(s)")
-    shipped = lines_module._rules
-    for name, rules in (("rules kept", _no_rules), ("rules out", shipped)):
-        lines_module._rules = rules  # type: ignore[assignment]
-        errors = chars = 0
-        t0 = time.perf_counter()
-        for rgb, cells in tables:
-            d, n = cell_errors(predictor, rgb, cells)
-            errors += d
-            chars += n
-        print(f"{name:<10} CER {100 * errors / chars:5.2f} % ({errors}/{chars}), "
-              f"{time.perf_counter() - t0:5.1f} s")
-    lines_module._rules = shipped  # type: ignore[assignment]
+    compare("_rules", [("rules kept", _no_rules), ("rules out", lines_module._rules)], tables,
+            lambda table: cell_errors(predictor, *table))
     return 0
 
 
