@@ -105,7 +105,8 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
         return [whole_image_line(rgb)]
     glyph_h = float(np.median(comps[plausible, cv2.CC_STAT_HEIGHT]))
     hrule, vrule = _rules(mask, glyph_h)
-    if hrule.any() or vrule.any():
+    ruled = bool(hrule.any() or vrule.any())
+    if ruled:
         # The page's glyphs again, with the rules taken out of the ink they touched (the glyph
         # height stays the one measured: the smear and the marks' reach are scaled by it).
         mask = np.where(hrule | vrule, 0, mask).astype(np.uint8)
@@ -132,7 +133,7 @@ def find_lines(rgb: np.ndarray) -> list[TextLine]:
     boxes = _split_touching(_drop_contained(_split_tall(boxes, keep, glyph_h)), keep)
     out = []
     table_rows: dict[int, int] = {}     # table id → rows seen so far
-    rows = _reading_rows(boxes, rules=Rules(hrule, vrule) if hrule.any() or vrule.any() else None)
+    rows = _reading_rows(boxes, rules=Rules(hrule, vrule) if ruled else None)
     marks, stops = _loose_ink(lab, comps, keep, [b for row in rows for b in row.boxes], glyph_h)
     stops |= vrule          # rules no longer belong to any component, yet a box must not grow over them
     for r, row in enumerate(rows):
