@@ -160,6 +160,44 @@ def test_shipped_classes_are_the_product_characters() -> None:
     assert meta["classes_from"] == 18710 and len(shipped) + 1 < 9000
 
 
+def test_reproduce_trains_beside_its_producers_resumes_and_skips_a_finished_schedule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reproduce.train`: producers start with the schedule's budget and are stopped after the
+    trainer; an interrupted schedule resumes from its checkpoint; a finished one is not run again."""
+    from ocr_core.train import reproduce
+
+    started: list[list[str]] = []
+    stopped: list[int] = []
+    trained: list[tuple[str, ...]] = []
+
+    class Producer:
+        def __init__(self, cmd: list[str], cwd: Path) -> None:
+            started.append(cmd)
+
+        def terminate(self) -> None:
+            stopped.append(len(trained))       # after the trainer ran
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(reproduce.subprocess, "Popen", Producer)
+    monkeypatch.setattr(reproduce, "run", lambda *cmd: trained.append(cmd))
+    out = tmp_path / "run-clip1"
+    out.mkdir()
+    (out / "ckpt.pt").touch()                  # an earlier, interrupted attempt
+    args = (tmp_path / "init.pt", tmp_path / "shards", [["--seed", "11", "--clip", "0.3"]], ["--lr", "0.0005"])
+    reproduce.train(*args, out, 2700)
+    assert started == [[reproduce.sys.executable, "-m", "ocr_core.train.distill", "features",
+                        "--seed", "11", "--clip", "0.3", "--run-s", "2700"]]
+    assert stopped == [1] and len(trained) == 1
+    cmd = trained[0]
+    assert cmd[3] == "train" and cmd[cmd.index("--total-s") + 1] == "2700"
+    assert cmd[cmd.index("--lr") + 1] == "0.0005" and cmd[cmd.index("--resume") + 1] == str(out / "ckpt.pt")
+    reproduce.train(*args, out, 2700)          # finished: nothing runs
+    assert len(trained) == 1 and len(started) == 1
+    assert [s.producer_seed for s in reproduce.CLIP_SCHEDULES] == [11, 12]
+
+
 # ---------------------------------------------------------------- the PP-OCRv6 conversion
 @pytest.fixture(scope="module")
 def v6_onnx() -> Path:
