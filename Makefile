@@ -32,8 +32,14 @@ APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core \
 	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc=fonts-wqy-microhei \
 	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation \
 	/usr/bin/chromium=chromium
+# Training renders lines in every face `ocr_core/train/fonts.py` lists (CJK_FACES, LATIN_FACES):
+# the test fonts plus these; a face that is missing would be dropped with only a warning, and the
+# weights would come out of a different font mix.
+APT_TRAIN := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc=fonts-wqy-zenhei \
+	/usr/share/fonts/truetype/arphic/ukai.ttc=fonts-arphic-ukai \
+	/usr/share/fonts/truetype/arphic/uming.ttc=fonts-arphic-uming
 
-.PHONY: help run test test-fast lint stop clean distclean deps apt-run apt-test nginx-check bench bench-deps bench-ocr evaluate weights
+.PHONY: help run test test-fast lint stop clean distclean deps apt-run apt-test apt-train nginx-check bench bench-deps bench-ocr evaluate weights
 
 help:
 	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
@@ -43,6 +49,9 @@ apt-run:
 
 apt-test: apt-run
 	@deploy/ensure-apt.sh $(APT_TEST)
+
+apt-train: apt-test
+	@deploy/ensure-apt.sh $(APT_TRAIN)
 
 # Debian's own python3 creates venvs only with python3-venv installed (no ensurepip otherwise).
 $(PY):
@@ -110,7 +119,7 @@ evaluate: deps
 	$(PY) -m ocr_core.evaluate $(EVAL)
 
 # Reproduce the shipped weights (fetch + convert PP-OCRv6, fonts, corpus, distil the BiLSTM, install).
-weights: deps
+weights: apt-train deps
 	$(PY) -m ocr_core.train.reproduce --install
 
 # Removes caches and derived files; keeps results, the Redis data and the secret (your data).

@@ -51,13 +51,14 @@ LATIN_FACES = [
 def build(out: Path, charset: Charset) -> list[dict]:
     from fontTools.ttLib import TTCollection, TTFont
 
+    # Every face or none: a face left out changes the training lines, and so the weights.
+    missing = [p for p in sorted({p for p, _ in CJK_FACES} | set(LATIN_FACES)) if not Path(p).exists()]
+    if missing:
+        raise SystemExit(f"missing training fonts (`make apt-train` installs them): {', '.join(missing)}")
     out.mkdir(parents=True, exist_ok=True)
     chars = "".join(charset.classes[1:])
     faces: list[dict] = []
     for path, index in CJK_FACES:
-        if not Path(path).exists():
-            logger.warning("missing font %s", path)
-            continue
         font = TTCollection(path).fonts[index]
         name = font["name"].getDebugName(4).replace(" ", "")
         ext = ".otf" if "CFF " in font else ".ttf"
@@ -69,9 +70,6 @@ def build(out: Path, charset: Charset) -> list[dict]:
         faces.append({"file": dest.name, "kind": "cjk", "chars": covered})
         logger.info("font %s: %d chars, %.1f MB", dest.name, len(covered), dest.stat().st_size / 1e6)
     for path in LATIN_FACES:
-        if not Path(path).exists():
-            logger.warning("missing font %s", path)
-            continue
         dest = out / Path(path).name
         dest.write_bytes(Path(path).read_bytes())
         cmap = TTFont(str(dest)).getBestCmap()
