@@ -99,7 +99,91 @@ def export_onnx(net: nn.Module, example: torch.Tensor, outputs: list[str],
         torch.onnx.export(net, (example,), buf,  # type: ignore[arg-type]
                           dynamo=False, opset_version=17, input_names=["x"],
                           output_names=outputs, dynamic_axes=dynamic_axes)
-    return buf.getvalue()
+    return fold_pads(buf.getvalue())
+
+
+def fold_pads(graph: bytes) -> bytes:
+    """Move each spatial `Pad` into the pads of the one Conv (padding with 0) or MaxPool (padding
+    with -inf) that reads it: the same arithmetic, one node fewer. torch has no asymmetric padding,
+    so the stem's bottom/right pads before its two 2x2 convolutions and its 2x2 max-pool are
+    exported as Pad nodes, and onnxruntime cannot run a Pad in its blocked (NCHWc) layout: the
+    stem's largest feature maps were reordered out of that layout and back around each of them
+    (docs/benchmarks.md "Session 12" has the cost)."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load_from_string(graph)
+    nodes = list(model.graph.node)
+    producer = {out: n for n in nodes for out in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+    def constant(name: str) -> np.ndarray | None:
+        """The value of a tensor computed from constants only (the exporter builds pads that
+        way), else None."""
+        if not name:
+            return None
+        if name in initializers:
+            return initializers[name]
+        needed, todo = [], [name]
+        while todo:
+            n = producer.get(todo.pop())
+            if n is None:
+                return None
+            needed.append(n)
+            todo += [i for i in n.input if i and i not in initializers]
+        inputs = {i for n in needed for i in n.input}
+        sub = onnx.helper.make_graph(
+            list(reversed(needed)), "constant", [],
+            [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)],
+            [i for i in model.graph.initializer if i.name in inputs])
+        evaluator = ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=model.opset_import))
+        outputs = evaluator.run(None, {})
+        assert isinstance(outputs, list)          # a list for unnamed outputs, a dict when named
+        return np.asarray(outputs[0])
+
+    folded = 0
+    for pad in nodes:
+        users = consumers.get(pad.output[0], [])
+        if pad.op_type != "Pad" or len(users) != 1 or users[0].op_type not in ("Conv", "MaxPool"):
+            continue
+        if any(a.name == "mode" and a.s not in (b"", b"constant") for a in pad.attribute):
+            continue
+        user = users[0]
+        pads = constant(pad.input[1])
+        value = constant(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+        wanted = 0.0 if user.op_type == "Conv" else -np.inf
+        # 4-d pads [x1_begin, x2_begin, x3_begin, x4_begin, x1_end, ...]: N and C must stay unpadded.
+        if (pads is None or value is None or pads.shape != (8,) or (pads < 0).any() or pads[[0, 1, 4, 5]].any()
+                or float(value) != wanted
+                or any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in user.attribute)):
+            continue
+        if not any(a.name == "pads" for a in user.attribute):
+            user.attribute.append(onnx.helper.make_attribute("pads", [0, 0, 0, 0]))
+        attr = next(a for a in user.attribute if a.name == "pads")    # the message held by the node
+        old = list(attr.ints)
+        attr.ClearField("ints")
+        attr.ints.extend([old[0] + int(pads[2]), old[1] + int(pads[3]), old[2] + int(pads[6]), old[3] + int(pads[7])])
+        user.input[0] = pad.input[0]
+        model.graph.node.remove(pad)
+        folded += 1
+    if not folded:
+        return graph
+    # The constants that computed the folded pads now feed nothing: drop them.
+    graph_outputs = {o.name for o in model.graph.output}
+    while True:
+        read = {i for n in model.graph.node for i in n.input} | graph_outputs
+        dead = [n for n in model.graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    logger.debug("folded %d Pad node(s) into their readers", folded)
+    return model.SerializeToString()
 
 
 def onnx_session(graph: bytes, threads: int, *, spin: bool = True) -> Any:
