@@ -3,8 +3,13 @@
     .venv/bin/python bench/ocr_bench.py ../shared/eval [--threads 2] [--limit N]
         [--engines ours,rapidocr3,rapidocr,tesseract] [--rotate 0,90,180,270] [--sets render,real]
 
-Each item is read by every engine in turn (the order rotates per item, so background load hits all
-alike); times cover the engine's call on a decoded image (file decoding is shared and excluded).
+Items are read in blocks of `--block` (20): every engine reads the whole block, one engine after
+the other, and the order rotates per block, so background load hits all engines alike. Engines
+take turns per block, not per item, because onnxruntime's (and OpenMP's) worker threads keep
+spinning for a while after a call: alternating engines item by item made each run while the
+other's threads still held the two cores, and slowed every engine's lines by half (56 vs 36 ms
+median on the same lines, docs/benchmarks.md "Session 12"); a service runs one engine per
+process. Times cover the engine's call on a decoded image (file decoding is shared and excluded).
 Line crops are read as single lines by every engine (RapidOCR without its detector, Tesseract in
 PSM 7); pages by each engine's full pipeline. Prints CER (the dev sets' rule) and median latency
 per subset and engine, then our figures as ratios to each peer's (CER ratio < 1 and time ratio < 1
@@ -140,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default="lines,pages")
     p.add_argument("--limit", type=int, default=0, help="at most N items per set and kind")
     p.add_argument("--rotate", default="0", help="pages: also read each turned clockwise by these angles")
+    p.add_argument("--block", type=int, default=20,
+                   help="items each engine reads in a row before the next engine takes over (1: alternate per item)")
     args = p.parse_args(argv)
     # Tesseract's OpenMP spins like torch's: cap it at the same thread count (docs/facts.md §6).
     os.environ.setdefault("OMP_THREAD_LIMIT", str(args.threads))
@@ -163,20 +170,20 @@ def main(argv: list[str] | None = None) -> int:
 
     errs: dict = defaultdict(lambda: [0, 0])
     times: dict = defaultdict(list)
-    for n, item in enumerate(items):
-        rgb = transformed(np.asarray(load_image(item.file.read_bytes())), item.rotate)
-        order = engines[n % len(engines):] + engines[: n % len(engines)]
-        for e in order:
-            t0 = time.perf_counter()
-            hyp = e.line(rgb) if item.kind == "lines" else e.page(rgb)
-            ms = (time.perf_counter() - t0) * 1e3
-            d, length = char_errors(item.ref, hyp)
-            for s in subsets(item):
-                errs[(s, e.name)][0] += d
-                errs[(s, e.name)][1] += length
-                times[(s, e.name)].append(ms)
-        if (n + 1) % 50 == 0:
-            print(f"  {n + 1}/{len(items)}", file=sys.stderr, flush=True)
+    for b, start in enumerate(range(0, len(items), args.block)):
+        block = items[start:start + args.block]
+        rgbs = [transformed(np.asarray(load_image(it.file.read_bytes())), it.rotate) for it in block]
+        for e in engines[b % len(engines):] + engines[: b % len(engines)]:
+            for item, rgb in zip(block, rgbs):
+                t0 = time.perf_counter()
+                hyp = e.line(rgb) if item.kind == "lines" else e.page(rgb)
+                ms = (time.perf_counter() - t0) * 1e3
+                d, length = char_errors(item.ref, hyp)
+                for s in subsets(item):
+                    errs[(s, e.name)][0] += d
+                    errs[(s, e.name)][1] += length
+                    times[(s, e.name)].append(ms)
+        print(f"  {start + len(block)}/{len(items)}", file=sys.stderr, flush=True)
 
     names = [e.name for e in engines]
     subset_names = sorted({s for s, _ in errs}, key=lambda s: (s.split()[0] != "render", s))
