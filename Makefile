@@ -33,8 +33,8 @@ APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core \
 	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation \
 	/usr/bin/chromium=chromium
 # Training renders lines in every face `ocr_core/train/fonts.py` lists (CJK_FACES, LATIN_FACES):
-# the test fonts plus these; a face that is missing would be dropped with only a warning, and the
-# weights would come out of a different font mix.
+# the test fonts plus these (fonts.py stops when one is missing: a face left out would change the
+# training lines, and so the weights).
 APT_TRAIN := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc=fonts-wqy-zenhei \
 	/usr/share/fonts/truetype/arphic/ukai.ttc=fonts-arphic-ukai \
 	/usr/share/fonts/truetype/arphic/uming.ttc=fonts-arphic-uming
