@@ -27,15 +27,15 @@ APT_RUN := nginx='nginx-light|nginx' redis-server=redis-server
 # Tests render text with DejaVu Sans; the cache tests' corpus (tests/unit/cache/corpus.py) also
 # with Noto Sans CJK, WenQuanYi Micro Hei and Liberation. The browser tests drive Debian's chromium
 # (never a browser downloaded by playwright). (`make bench` adds wrk.)
-APT_TEST := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core \
+APT_FONTS := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf=fonts-dejavu-core \
 	/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc=fonts-noto-cjk \
 	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc=fonts-wqy-microhei \
-	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation \
-	/usr/bin/chromium=chromium
+	/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf=fonts-liberation
+APT_TEST := $(APT_FONTS) /usr/bin/chromium=chromium
 # Training renders lines in every face `ocr_core/train/fonts.py` lists (CJK_FACES, LATIN_FACES):
 # the test fonts plus these (fonts.py stops when one is missing: a face left out would change the
-# training lines, and so the weights).
-APT_TRAIN := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc=fonts-wqy-zenhei \
+# training lines, and so the weights). No browser: training needs only the fonts.
+APT_TRAIN := $(APT_FONTS) /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc=fonts-wqy-zenhei \
 	/usr/share/fonts/truetype/arphic/ukai.ttc=fonts-arphic-ukai \
 	/usr/share/fonts/truetype/arphic/uming.ttc=fonts-arphic-uming
 
@@ -50,7 +50,7 @@ apt-run:
 apt-test: apt-run
 	@deploy/ensure-apt.sh $(APT_TEST)
 
-apt-train: apt-test
+apt-train:
 	@deploy/ensure-apt.sh $(APT_TRAIN)
 
 # Debian's own python3 creates venvs only with python3-venv installed (no ensurepip otherwise).
