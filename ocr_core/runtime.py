@@ -203,15 +203,19 @@ def onnx_session(graph: bytes, threads: int, *, spin: bool = True) -> Any:
     return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
+def recognizer_graph(model: CRNN) -> bytes:
+    """The ONNX graph `OnnxRunner` runs: `BestPath(model)`, batch size and width dynamic."""
+    return export_onnx(BestPath(model).eval(), torch.zeros(*_EXAMPLE_SHAPE), ["ids", "logp"],
+                       {"x": {0: "n", 3: "w"}, "ids": {0: "n", 1: "t"}, "logp": {0: "n", 1: "t"}})
+
+
 class OnnxRunner:
     """onnxruntime on an export of `BestPath(model)`, batch size and width dynamic."""
 
     engine = "onnxruntime"
 
     def __init__(self, model: CRNN, *, threads: int = 1) -> None:
-        graph = export_onnx(BestPath(model).eval(), torch.zeros(*_EXAMPLE_SHAPE), ["ids", "logp"],
-                            {"x": {0: "n", 3: "w"}, "ids": {0: "n", 1: "t"}, "logp": {0: "n", 1: "t"}})
-        self.session = onnx_session(graph, threads)
+        self.session = onnx_session(recognizer_graph(model), threads)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids, lp = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})

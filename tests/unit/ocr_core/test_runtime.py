@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ocr_core import Predictor
-from ocr_core.runtime import export_onnx, onnx_session
+from ocr_core.runtime import export_onnx, onnx_session, recognizer_graph
 
 
 class Padded(nn.Module):
@@ -53,9 +53,5 @@ def test_pads_move_into_their_readers_and_the_results_stay_the_same() -> None:
 def test_the_recognizers_graph_keeps_no_pad_node(predictor: Predictor) -> None:
     """The stem's three pads (two convolutions, one max-pool) are the only Pads the CRNN exports;
     all are folded, so onnxruntime keeps the stem in its blocked layout."""
-    from ocr_core.runtime import _EXAMPLE_SHAPE, BestPath
-
-    graph = export_onnx(BestPath(predictor.model).eval(), torch.zeros(*_EXAMPLE_SHAPE), ["ids", "logp"],
-                        {"x": {0: "n", 3: "w"}})
-    ops = _ops(graph)
+    ops = _ops(recognizer_graph(predictor.model))
     assert "Pad" not in ops and ops.count("MaxPool") == 1
