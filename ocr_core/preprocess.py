@@ -51,6 +51,13 @@ def prepare_line(image: np.ndarray) -> np.ndarray:
     return to_model_input(prepare_line_u8(image))
 
 
+def stretch_width(image: np.ndarray, factor: float) -> np.ndarray:
+    """A crop widened (factor > 1) or narrowed by `factor`, its height kept."""
+    h, w = image.shape[:2]
+    new_w = max(1, int(round(w * factor)))
+    return cv2.resize(np.ascontiguousarray(image), (new_w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def steps_for_width(width: int) -> int:
     """CTC steps that cover a line of `width` input columns (the last one may be partly padding)."""
     return -(-width // WIDTH_STRIDE)

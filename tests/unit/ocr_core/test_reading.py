@@ -248,3 +248,69 @@ def test_text_on_a_transparent_background_is_read_in_either_colour(predictor: Pr
     Image.fromarray(rgba, "RGBA").save(buf, "PNG")
     result = predictor.read(load_image(buf.getvalue()), single_line=True)
     assert normalise(result.text) == normalise("我是中国人 OK")
+
+
+def _condensed(text: str, squeeze: float) -> np.ndarray:
+    """A rendered line squeezed in width, as a condensed face or tight tracking sets it."""
+    import cv2
+
+    a = render_line(text, size=24)
+    return cv2.resize(a, (int(a.shape[1] * squeeze), a.shape[0]), interpolation=cv2.INTER_AREA)
+
+
+# Runs of narrow glyphs, squeezed: too few CTC steps for them, so some drop out of the first reading.
+CONDENSED = [("illicit little filial titles 1111", 0.6), ("lilt ill fit jill tilt", 0.8)]
+
+
+@pytest.mark.parametrize("text,squeeze", CONDENSED)
+def test_a_crowded_unsure_line_is_read_again_stretched(predictor: Predictor, monkeypatch: pytest.MonkeyPatch,
+                                                       text: str, squeeze: float) -> None:
+    import ocr_core.predictor as P
+
+    crop = _condensed(text, squeeze)
+    result = predictor.read(crop, single_line=True)
+    assert result.text == text
+    assert "second_look" in result.timings_ms
+    # The first reading alone drops glyphs: the second look is what reads the line.
+    monkeypatch.setattr(P, "SECOND_LOOK_CONFIDENCE", 0.0)
+    first = predictor.read(crop, single_line=True)
+    assert first.text != text and "second_look" not in first.timings_ms
+    # The words still lie on the crop's own pixels.
+    assert all(0 <= w.box[0] and w.box[0] + w.box[2] <= crop.shape[1] + 1 for w in result.lines[0].words)
+    assert [w.text for w in result.lines[0].words] == text.split()
+
+
+def test_a_second_reading_that_is_not_confident_is_not_kept(predictor: Predictor,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import ocr_core.predictor as P
+
+    text, squeeze = CONDENSED[0]
+    crop = _condensed(text, squeeze)
+    monkeypatch.setattr(P, "SECOND_LOOK_CONFIDENCE", 0.0)
+    first = predictor.read(crop, single_line=True).text
+    monkeypatch.setattr(P, "SECOND_LOOK_CONFIDENCE", 0.95)
+    monkeypatch.setattr(P, "UPRIGHT_CONFIDENCE", 1.01)     # no reading is that sure
+    again = predictor.read(crop, single_line=True)
+    assert "second_look" in again.timings_ms and again.text == first != text
+
+
+def test_a_confident_line_is_read_once(predictor: Predictor) -> None:
+    result = predictor.read(render_line(LINES[1]), single_line=True)
+    assert result.text == LINES[1] and "second_look" not in result.timings_ms
+
+
+def test_an_unsure_line_with_steps_to_spare_is_read_once(predictor: Predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blurred small Chinese: unsure, but its glyphs have steps to spare (density < 0.35), so
+    stretching would not give them more room: not read again."""
+    import cv2
+
+    import ocr_core.predictor as P
+
+    a = render_line(LINES[3], size=12)
+    h, w = a.shape[:2]
+    blurred = cv2.resize(cv2.resize(a, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h))
+    d = predictor.recognize([blurred])[0]
+    assert P._mean_char_confidence([d]) < P.SECOND_LOOK_CONFIDENCE
+    assert "second_look" not in predictor.read(blurred, single_line=True).timings_ms
+    monkeypatch.setattr(P, "SECOND_LOOK_DENSITY", 0.0)
+    assert "second_look" in predictor.read(blurred, single_line=True).timings_ms
