@@ -56,9 +56,9 @@ LINE_FLIP_CONFIDENCE = 0.75
 # SECOND_LOOK_STRETCH times its width (each glyph then gets steps of its own), and the second
 # reading is kept when it is both surer and confident (UPRIGHT_CONFIDENCE). The stretch and the
 # threshold were chosen on held-out synthetic lines (seeds 5151 and 6161) and checked on seed 8181
-# and on clipped lines; the density halves the lines read twice there at the same gain. The
-# confidence guard came after a first version, without it, read the dev set's real Chinese pages
-# worse (docs/benchmarks.md, "Session 13"). Most lines are read once.
+# and on clipped lines; the density nearly halves the lines read twice there at the same gain on
+# unclipped lines. The confidence guard was added after a first version without it read the dev
+# set's real Chinese pages worse (docs/benchmarks.md, "Session 13"). Most lines are read once.
 SECOND_LOOK_CONFIDENCE = 0.95
 SECOND_LOOK_DENSITY = 0.35
 SECOND_LOOK_STRETCH = 1.4
