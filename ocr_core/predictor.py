@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -324,6 +325,20 @@ class Predictor:
         timings["recognize"] = timings.get("recognize", 0.0) + (t_end - t_rec) * 1e3
         return _Page(lines, crops, decoded, to_page, skew)
 
+    def _read_again(self, crops: list[np.ndarray], decoded: list[Decoded], indices: list[int],
+                    change: Callable[[np.ndarray], np.ndarray], *,
+                    margin: float = 0.0) -> list[tuple[int, np.ndarray, Decoded]]:
+        """Read the crops at `indices` again, each changed by `change`; (index, changed crop,
+        reading) for those whose new reading is confident (`UPRIGHT_CONFIDENCE`) and surer than
+        the old one by more than `margin`."""
+        changed = [change(crops[i]) for i in indices]
+        kept = []
+        for i, crop, d in zip(indices, changed, self.recognize(changed)):
+            conf = _mean_char_confidence([d])
+            if conf >= UPRIGHT_CONFIDENCE and conf > _mean_char_confidence([decoded[i]]) + margin:
+                kept.append((i, crop, d))
+        return kept
+
     def _flip_upside_down_lines(self, crops: list[np.ndarray], decoded: list,
                                 timings: dict[str, float]) -> set[int]:
         """Lines upside down on an upright page (a label stuck on the wrong way): each line that
@@ -334,14 +349,11 @@ class Predictor:
                   if d.char_confidences and _mean_char_confidence([d]) < LINE_FLIP_CONFIDENCE]
         if not unsure:
             return set()
-        turned = [np.ascontiguousarray(crops[i][::-1, ::-1]) for i in unsure]
-        again = self.recognize(turned)
         flipped = set()
-        for i, crop, d in zip(unsure, turned, again):
-            conf = _mean_char_confidence([d])
-            if conf >= UPRIGHT_CONFIDENCE and conf > _mean_char_confidence([decoded[i]]) + FLIP_MARGIN:
-                crops[i], decoded[i] = crop, d
-                flipped.add(i)
+        for i, crop, d in self._read_again(crops, decoded, unsure, lambda c: np.ascontiguousarray(c[::-1, ::-1]),
+                                           margin=FLIP_MARGIN):
+            crops[i], decoded[i] = crop, d
+            flipped.add(i)
         timings["orientation"] = timings.get("orientation", 0.0) + (time.perf_counter() - t0) * 1e3
         return flipped
 
@@ -355,13 +367,10 @@ class Predictor:
         if not unsure:
             return
         t0 = time.perf_counter()
-        again = self.recognize([stretch_width(crops[i], SECOND_LOOK_STRETCH) for i in unsure])
-        for i, d in zip(unsure, again):
-            conf = _mean_char_confidence([d])
-            # Only a confident second reading replaces the first: stretched, a wide CJK glyph can
-            # read as two (碱性 → 碱性性) and texture as text, each a little surer than before.
-            if conf >= UPRIGHT_CONFIDENCE and conf > _mean_char_confidence([decoded[i]]):
-                decoded[i] = d
+        # Only a confident second reading replaces the first: stretched, a wide CJK glyph can read
+        # as two (碱性 → 碱性性) and texture as text, each a little surer than before.
+        for i, _, d in self._read_again(crops, decoded, unsure, lambda c: stretch_width(c, SECOND_LOOK_STRETCH)):
+            decoded[i] = d
         timings["second_look"] = timings.get("second_look", 0.0) + (time.perf_counter() - t0) * 1e3
 
     def _reads_better_flipped(self, crops: list[np.ndarray], decoded: list) -> bool:
