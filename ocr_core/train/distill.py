@@ -14,8 +14,10 @@ N x T x 120, the true text) in fp16. It needs no label from the teacher, and run
            classifier) + MSE to the teacher's 120-d vector (scaled by its mean square)
            + 0.2 · CTC on the true text (fixes what the teacher gets wrong on our lines),
 on a cosine schedule over training *time* (`--total-s`), like `train.py`. Lines made with
-`features --clip` (cut through their glyphs, as by a picture's edge) carry no teacher target:
-only their CTC term counts. It writes `ckpt.pt`
+`features --clip` (cut through their glyphs, as by a picture's edge; `--clip-keep` sets how much
+of the ink's height they keep) carry no teacher target: only their CTC term counts. `train --warm`
+starts a new schedule from a student: a run's ckpt.pt, or a weights file such as the shipped
+crnn.pt (its BiLSTM and projection). It writes `ckpt.pt`
 (trainable state, optimizer, elapsed) and `crnn.pt` (the whole model in fp16, as shipped).
 
     python -m ocr_core.train.distill features --onnx V6.onnx --fonts F --ingredients I --out SHARDS --seed 1
@@ -62,17 +64,18 @@ CLIP_KEEP = (0.5, 0.75)
 CLIP_TOP_SHARE = 0.3       # share of clipped lines that lose their top instead of their bottom
 
 
-def clip_line(crop: np.ndarray, rng: random.Random) -> np.ndarray | None:
-    """A rendered line cut through its glyphs (`CLIP_KEEP` of the ink's height kept, from the top
-    or, for `CLIP_TOP_SHARE` of them, from the bottom), with the crop's own padding on the kept
-    side; None when the crop shows no ink to cut."""
+def clip_line(crop: np.ndarray, rng: random.Random,
+              keep_range: tuple[float, float] = CLIP_KEEP) -> np.ndarray | None:
+    """A rendered line cut through its glyphs (a share in `keep_range` of the ink's height kept,
+    from the top or, for `CLIP_TOP_SHARE` of them, from the bottom), with the crop's own padding on
+    the kept side; None when the crop shows no ink to cut."""
     gray = crop.mean(axis=2) if crop.ndim == 3 else crop.astype(np.float64)
     background = float(np.median(np.concatenate([gray[0], gray[-1]])))
     rows = np.flatnonzero((np.abs(gray - background) > 60).any(axis=1))
     if len(rows) < 4:
         return None
     top, bottom = int(rows[0]), int(rows[-1]) + 1
-    keep = max(2, int(round(rng.uniform(*CLIP_KEEP) * (bottom - top))))
+    keep = max(2, int(round(rng.uniform(*keep_range) * (bottom - top))))
     if rng.random() < CLIP_TOP_SHARE:
         return crop[bottom - keep:]                       # the top is gone
     return crop[:top + keep]                              # the bottom is gone
@@ -130,7 +133,7 @@ def make_features(args: argparse.Namespace) -> None:
                 continue
             kd = 1.0           # whether the teacher's targets count for this line
             if args.clip and clip_rng.random() < args.clip:
-                crop, kd = clip_line(crop, clip_rng), 0.0
+                crop, kd = clip_line(crop, clip_rng, args.clip_keep), 0.0
                 if crop is None:
                     continue
             u8 = prepare_line_u8(crop)
@@ -171,6 +174,22 @@ def make_features(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------- train
+def share_range(text: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in text.split(","))
+    if not 0 < lo <= hi <= 1:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI <= 1, got {text!r}")
+    return lo, hi
+
+
+def student_state(path: Path) -> dict[str, torch.Tensor]:
+    """The trained part (BiLSTM and projection, fp32) of a run's ckpt.pt or of a weights file
+    (`save_crnn`, e.g. the shipped crnn.pt: its classifier may be cut to fewer classes, so only the
+    sequence model is taken from it)."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    state = ck["model"] if "model" in ck else ck["state_dict"]
+    return {k: v.float() for k, v in state.items() if k.startswith(("rnn.", "proj."))}
+
+
 class ShardPool:
     """All samples of the shards in a folder (except the validation seed's), reloaded as new
     shards appear; batches are drawn from samples of similar length."""
@@ -285,8 +304,7 @@ def train(args: argparse.Namespace) -> None:
     elif args.warm:
         # A new schedule (fresh optimizer, lr warm-up and cosine again) from a finished run's
         # student: more data or a lower peak after the first schedule has decayed.
-        ck = torch.load(args.warm, map_location="cpu", weights_only=True)
-        model.load_state_dict({k: v.float() for k, v in ck["model"].items()}, strict=False)
+        model.load_state_dict(student_state(args.warm), strict=False)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in trainable(model):
@@ -393,10 +411,13 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--max-width", type=int, default=1600)
     f.add_argument("--clip", type=float, default=0.0,
                    help="share of lines cut through their glyphs (CTC only, no teacher targets)")
+    f.add_argument("--clip-keep", type=share_range, default=CLIP_KEEP, metavar="LO,HI",
+                   help="share of the ink's height a clipped line keeps (default %(default)s)")
     t = sub.add_parser("train", help="fit the BiLSTM on the shards")
     t.add_argument("--init", type=Path, required=True, help="converted model (convert_ppocr_v6)")
     t.add_argument("--resume", type=Path, help="continue a run (its optimizer and schedule)")
-    t.add_argument("--warm", type=Path, help="start a new schedule from a run's ckpt.pt student")
+    t.add_argument("--warm", type=Path,
+                   help="start a new schedule from a student: a run's ckpt.pt or a weights file (crnn.pt)")
     t.add_argument("--shards", type=Path, required=True)
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--run-s", type=float, default=600)

@@ -94,8 +94,31 @@ def test_distillation_learns_checkpoints_and_resumes(tiny: dict) -> None:
     assert after < 0.7 * before, (before, after)
 
 
-def test_clipped_lines_lose_part_of_their_glyphs_from_the_top_or_the_bottom() -> None:
-    """`distill.clip_line`: what a picture's edge leaves of a line cut through it."""
+def test_a_new_schedule_starts_from_a_run_or_from_a_weights_file(tiny: dict) -> None:
+    """`--warm` takes the student's sequence model from a run's ckpt.pt or from a weights file
+    such as the shipped crnn.pt, whose classifier may have fewer classes (only rnn/proj are taken)."""
+    d = tiny["dir"]
+    distill.main(["train", *tiny["args"], "--out", str(d / "run1"), "--run-s", "2"])
+    from_ckpt = distill.student_state(d / "run1" / "ckpt.pt")
+    from_weights = distill.student_state(d / "run1" / "crnn.pt")        # fp16 on disk
+    assert set(from_ckpt) == set(from_weights) and all(k.startswith(("rnn.", "proj.")) for k in from_ckpt)
+    assert all(torch.allclose(from_ckpt[k], from_weights[k], atol=1e-2) for k in from_ckpt)
+    assert all(v.dtype == torch.float32 for v in from_weights.values())
+    # a weights file whose classifier was cut: its sequence model still starts the new schedule
+    trained, meta = load_crnn(str(d / "run1" / "crnn.pt"))
+    pruned, pruned_meta = classes.prune(trained, meta, classes.kept_classes(["", *CHARS], "abc"))
+    save_crnn(pruned, str(d / "cut.pt"), pruned_meta)
+    distill.main(["train", *tiny["args"], "--warm", str(d / "cut.pt"), "--out", str(d / "run2"), "--run-s", "0"])
+    started = torch.load(d / "run2" / "ckpt.pt", weights_only=True)["model"]
+    init = tiny["init"].state_dict()
+    assert not torch.allclose(started["rnn.weight_hh_l0"], init["rnn.weight_hh_l0"], atol=1e-3)
+    assert torch.allclose(started["rnn.weight_hh_l0"], from_weights["rnn.weight_hh_l0"], atol=1e-2)
+
+
+@pytest.mark.parametrize("keep_range", [None, (0.4, 0.5)])
+def test_clipped_lines_lose_part_of_their_glyphs_from_the_top_or_the_bottom(keep_range) -> None:
+    """`distill.clip_line`: what a picture's edge leaves of a line cut through it (the default
+    share of the ink's height, or the one asked for)."""
     import random
 
     import numpy as np
@@ -104,17 +127,30 @@ def test_clipped_lines_lose_part_of_their_glyphs_from_the_top_or_the_bottom() ->
     ink = np.flatnonzero((line.mean(axis=2) < 128).any(axis=1))
     full = ink[-1] + 1 - ink[0]
     rng = random.Random(3)
+    lo, hi = keep_range or distill.CLIP_KEEP
     kinds = set()
+    shares = []
     for _ in range(40):
-        cut = distill.clip_line(line, rng)
+        cut = distill.clip_line(line, rng) if keep_range is None else distill.clip_line(line, rng, keep_range)
         assert cut is not None and cut.shape[1] == line.shape[1] and cut.shape[0] < line.shape[0]
         rows = np.flatnonzero((cut.mean(axis=2) < 128).any(axis=1))
         kept = rows[-1] + 1 - rows[0]
-        assert distill.CLIP_KEEP[0] * full - 2 <= kept <= distill.CLIP_KEEP[1] * full + 2
+        assert lo * full - 2 <= kept <= hi * full + 2
+        shares.append(kept / full)
         # the cut side ends in ink; the other keeps its blank margin
         kinds.add("top" if cut.shape[0] - rows[-1] > 1 and rows[0] == 0 else "bottom")
     assert kinds == {"top", "bottom"}
+    assert max(shares) - min(shares) > 0.5 * (hi - lo)        # spread over the range, not one cut
     assert distill.clip_line(np.full((20, 80, 3), 255, np.uint8), rng) is None
+
+
+def test_keep_ranges_are_parsed_and_checked() -> None:
+    import argparse
+
+    assert distill.share_range("0.4,0.75") == (0.4, 0.75)
+    for bad in ("0.8,0.4", "0,0.5", "0.5,1.2", "0.5"):
+        with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+            distill.share_range(bad)
 
 
 def test_lines_without_teacher_targets_learn_from_the_text_only(tiny: dict) -> None:
