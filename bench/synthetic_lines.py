@@ -9,8 +9,9 @@ dev sets.
 Lines come from the training corpus sampler and renderer (`ocr_core.train.corpus`,
 `ocr_core.train.render`: every augmentation) with a seed no training run used; with `--clip-keep`
 every line is cut through its glyphs as `distill features --clip` cuts them (`distill.clip_line`),
-keeping that share of the ink's height. The same lines for every weights file. Prints CER (the dev sets' rule) and the
-line accuracy per weights file. Needs the training fonts and ingredients (`python -m
+keeping that share of the ink's height. The same lines for every weights file; unlike `distill
+features`, no line is left out for its width or its CTC length. Prints CER (the dev sets' rule) and
+the line accuracy per weights file. Needs the training fonts and ingredients (`python -m
 ocr_core.train.fonts --out DIR`, `python -m ocr_core.train.corpus --out FILE`, or var/train).
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ocr_core.train.render import LineRenderer, load_faces  # noqa: E402
 
 def held_out_lines(fonts: Path, ingredients: Path, seed: int, n: int,
                    keep: tuple[float, float] | None) -> list[tuple[np.ndarray, str]]:
-    """n rendered (and, with `keep`, clipped) lines, drawn as `distill features` draws them."""
+    """n rendered (and, with `keep`, clipped) lines from the training sampler and renderer."""
     sampler = LineSampler(load_ingredients(ingredients), Charset.from_file(TEXT_CHARSET), seed)
     renderer = LineRenderer(load_faces(fonts), seed)
     clip_rng = random.Random(seed * 7919 + 1)

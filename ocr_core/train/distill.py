@@ -64,6 +64,14 @@ CLIP_KEEP = (0.5, 0.75)
 CLIP_TOP_SHARE = 0.3       # share of clipped lines that lose their top instead of their bottom
 
 
+def share_range(text: str) -> tuple[float, float]:
+    """`--clip-keep`'s "LO,HI": a range of shares of a line's ink height, 0 < LO <= HI <= 1."""
+    lo, hi = (float(v) for v in text.split(","))
+    if not 0 < lo <= hi <= 1:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI <= 1, got {text!r}")
+    return lo, hi
+
+
 def clip_line(crop: np.ndarray, rng: random.Random,
               keep_range: tuple[float, float] = CLIP_KEEP) -> np.ndarray | None:
     """A rendered line cut through its glyphs (a share in `keep_range` of the ink's height kept,
@@ -174,13 +182,6 @@ def make_features(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------- train
-def share_range(text: str) -> tuple[float, float]:
-    lo, hi = (float(v) for v in text.split(","))
-    if not 0 < lo <= hi <= 1:
-        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI <= 1, got {text!r}")
-    return lo, hi
-
-
 def student_state(path: Path) -> dict[str, torch.Tensor]:
     """The trained part (BiLSTM and projection, fp32) of a run's ckpt.pt or of a weights file
     (`save_crnn`, e.g. the shipped crnn.pt: its classifier may be cut to fewer classes, so only the
