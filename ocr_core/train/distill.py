@@ -182,13 +182,18 @@ def make_features(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------- train
+# The student's own parts (`trainable`), by state-dict prefix: what ckpt.pt holds and what a new
+# schedule takes from an earlier student.
+STUDENT_PARTS = ("rnn.", "proj.")
+
+
 def student_state(path: Path) -> dict[str, torch.Tensor]:
     """The trained part (BiLSTM and projection, fp32) of a run's ckpt.pt or of a weights file
     (`save_crnn`, e.g. the shipped crnn.pt: its classifier may be cut to fewer classes, so only the
     sequence model is taken from it)."""
     ck = torch.load(path, map_location="cpu", weights_only=True)
     state = ck["model"] if "model" in ck else ck["state_dict"]
-    return {k: v.float() for k, v in state.items() if k.startswith(("rnn.", "proj."))}
+    return {k: v.float() for k, v in state.items() if k.startswith(STUDENT_PARTS)}
 
 
 class ShardPool:
@@ -338,7 +343,7 @@ def train(args: argparse.Namespace) -> None:
         return f"val CER {100 * cer:.2f}% kl {float(out['kl']):.4f} mse {float(out['mse']):.4f}"
 
     def save(tag: str) -> None:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith(("rnn.", "proj."))}
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith(STUDENT_PARTS)}
         torch.save({"model": state, "opt": opt.state_dict(), "elapsed": elapsed_before + trained,
                     "step": step, "run_index": run_index}, args.out / "ckpt.tmp")
         (args.out / "ckpt.tmp").rename(args.out / "ckpt.pt")
