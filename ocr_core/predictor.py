@@ -36,7 +36,7 @@ MIN_PAGE_CHAR_CONFIDENCE = 0.5
 # What a result holds besides the weights' reading: line finding, orientation, word boxes, table
 # rows. Part of the model version (and so of the key namespace upstream): bump it when a change to
 # the pipeline changes results, so results made before are not reused as if made now.
-PIPELINE_VERSION = "p12"
+PIPELINE_VERSION = "p13"
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
 # Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this
@@ -63,6 +63,12 @@ LINE_FLIP_CONFIDENCE = 0.75
 SECOND_LOOK_CONFIDENCE = 0.95
 SECOND_LOOK_DENSITY = 0.35
 SECOND_LOOK_STRETCH = 1.4
+# A line whose characters took at least SECOND_LOOK_CROWDED of its steps is read again stretched
+# whatever its confidence: with a character at nearly every step, no step is left for the blank that
+# must separate a doubled letter (`free` read `fre`) or for a space (`thereof. 2.` read
+# `thereof.2.`), and such lines read wrong at 0.97-0.99. Chosen on held-out synthetic lines (seeds
+# 5151 and 6161), checked on seed 8181 and clipped lines (docs/benchmarks.md, "Session 15").
+SECOND_LOOK_CROWDED = 0.6
 
 
 @dataclass(frozen=True)
@@ -358,12 +364,14 @@ class Predictor:
         return flipped
 
     def _second_look(self, crops: list[np.ndarray], decoded: list[Decoded], timings: dict[str, float]) -> None:
-        """Read each crowded unsure line again stretched in width (`SECOND_LOOK_STRETCH`) and keep
-        the second reading when it is surer and confident, in place. The crop itself stays: a
-        reading's steps cover its crop evenly either way, so word boxes map to the same pixels."""
-        unsure = [i for i, d in enumerate(decoded)
-                  if d.char_confidences and _mean_char_confidence([d]) < SECOND_LOOK_CONFIDENCE
-                  and len(d.char_steps) >= SECOND_LOOK_DENSITY * d.num_steps]
+        """Read each crowded unsure line, and each very crowded one, again stretched in width
+        (`SECOND_LOOK_STRETCH`) and keep the second reading when it is surer and confident, in
+        place. The crop itself stays: a reading's steps cover its crop evenly either way, so word
+        boxes map to the same pixels."""
+        unsure = [i for i, d in enumerate(decoded) if d.char_confidences and (
+            len(d.char_steps) >= SECOND_LOOK_CROWDED * d.num_steps
+            or (_mean_char_confidence([d]) < SECOND_LOOK_CONFIDENCE
+                and len(d.char_steps) >= SECOND_LOOK_DENSITY * d.num_steps))]
         if not unsure:
             return
         t0 = time.perf_counter()

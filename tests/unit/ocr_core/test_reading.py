@@ -273,11 +273,34 @@ def test_a_crowded_unsure_line_is_read_again_stretched(predictor: Predictor, mon
     assert "second_look" in result.timings_ms
     # The first reading alone drops glyphs: the second look is what reads the line.
     monkeypatch.setattr(P, "SECOND_LOOK_CONFIDENCE", 0.0)
+    monkeypatch.setattr(P, "SECOND_LOOK_CROWDED", 1.01)
     first = predictor.read(crop, single_line=True)
     assert first.text != text and "second_look" not in first.timings_ms
     # The words still lie on the crop's own pixels.
     assert all(0 <= w.box[0] and w.box[0] + w.box[2] <= crop.shape[1] + 1 for w in result.lines[0].words)
     assert [w.text for w in result.lines[0].words] == text.split()
+
+
+# Doubled letters squeezed until a character sits at nearly every step: read wrong, yet confidently.
+CROWDED = [("free coffee committee", 0.55), ("See the bookkeeper soon", 0.55)]
+
+
+@pytest.mark.parametrize("text,squeeze", CROWDED)
+def test_a_very_crowded_line_is_read_again_however_sure(predictor: Predictor, monkeypatch: pytest.MonkeyPatch,
+                                                        text: str, squeeze: float) -> None:
+    import ocr_core.predictor as P
+
+    crop = _condensed(text, squeeze)
+    d = predictor.recognize([crop])[0]
+    # Sure enough that the unsure-line rule alone leaves it, and crowded past SECOND_LOOK_CROWDED.
+    assert P._mean_char_confidence([d]) >= P.SECOND_LOOK_CONFIDENCE
+    assert len(d.char_steps) >= P.SECOND_LOOK_CROWDED * d.num_steps
+    result = predictor.read(crop, single_line=True)
+    assert result.text == text and "second_look" in result.timings_ms
+    assert [w.text for w in result.lines[0].words] == text.split()
+    monkeypatch.setattr(P, "SECOND_LOOK_CROWDED", 1.01)
+    first = predictor.read(crop, single_line=True)
+    assert first.text != text and "second_look" not in first.timings_ms
 
 
 def test_a_second_reading_that_is_not_confident_is_not_kept(predictor: Predictor,
@@ -287,6 +310,7 @@ def test_a_second_reading_that_is_not_confident_is_not_kept(predictor: Predictor
     text, squeeze = CONDENSED[0]
     crop = _condensed(text, squeeze)
     monkeypatch.setattr(P, "SECOND_LOOK_CONFIDENCE", 0.0)
+    monkeypatch.setattr(P, "SECOND_LOOK_CROWDED", 1.01)
     first = predictor.read(crop, single_line=True).text
     monkeypatch.setattr(P, "SECOND_LOOK_CONFIDENCE", 0.95)
     monkeypatch.setattr(P, "UPRIGHT_CONFIDENCE", 1.01)     # no reading is that sure
