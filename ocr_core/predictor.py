@@ -368,16 +368,16 @@ class Predictor:
         (`SECOND_LOOK_STRETCH`) and keep the second reading when it is surer and confident, in
         place. The crop itself stays: a reading's steps cover its crop evenly either way, so word
         boxes map to the same pixels."""
-        unsure = [i for i, d in enumerate(decoded) if d.char_confidences and (
+        again = [i for i, d in enumerate(decoded) if d.char_confidences and (
             len(d.char_steps) >= SECOND_LOOK_CROWDED * d.num_steps
             or (_mean_char_confidence([d]) < SECOND_LOOK_CONFIDENCE
                 and len(d.char_steps) >= SECOND_LOOK_DENSITY * d.num_steps))]
-        if not unsure:
+        if not again:
             return
         t0 = time.perf_counter()
         # Only a confident second reading replaces the first: stretched, a wide CJK glyph can read
         # as two (碱性 → 碱性性) and texture as text, each a little surer than before.
-        for i, _, d in self._read_again(crops, decoded, unsure, lambda c: stretch_width(c, SECOND_LOOK_STRETCH)):
+        for i, _, d in self._read_again(crops, decoded, again, lambda c: stretch_width(c, SECOND_LOOK_STRETCH)):
             decoded[i] = d
         timings["second_look"] = timings.get("second_look", 0.0) + (time.perf_counter() - t0) * 1e3
 
