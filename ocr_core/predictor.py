@@ -66,7 +66,7 @@ SECOND_LOOK_STRETCH = 1.4
 # A line whose characters took at least SECOND_LOOK_CROWDED of its steps is read again stretched
 # whatever its confidence: with a character at nearly every step, no step is left for the blank that
 # must separate a doubled letter (`free` read `fre`) or for a space (`thereof. 2.` read
-# `thereof.2.`), and such lines read wrong at 0.97-0.99. Chosen on held-out synthetic lines (seeds
+# `thereof.2.`), and such lines read wrong at 0.96-0.997. Chosen on held-out synthetic lines (seeds
 # 5151 and 6161), checked on seed 8181 and clipped lines (docs/benchmarks.md, "Session 15").
 SECOND_LOOK_CROWDED = 0.6
 
