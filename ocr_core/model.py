@@ -133,8 +133,15 @@ class RecBackbone(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(x)                                         # N x 384 x 3 x W/4
-        return F.avg_pool2d(x, (3, 2), (3, 2))                     # N x 384 x 1 x W/8
+        return self.pool(self.layers(x))                           # N x 384 x 1 x W/8
+
+    @staticmethod
+    def pool(cols: torch.Tensor, step: int = 2) -> torch.Tensor:
+        """The CNN's last map, N x 384 x 3 x W/4 → N x 384 x 1 x T: the mean of each 3 x 2 window.
+        `step` 2 (the model's own stride) gives T = W/8; step 1 gives T = W/4 - 1 steps from the
+        same map, each window overlapping the next by one column: the line read at twice as many
+        steps without running the CNN again (`Predictor`'s second look)."""
+        return F.avg_pool2d(cols, (3, 2), (3, step))
 
 
 @dataclass(frozen=True)
@@ -158,8 +165,16 @@ class CRNN(nn.Module):
         self.head = nn.Linear(cfg.proj, cfg.num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_from(self.columns(x))                # N x T x 384
+
+    def columns(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 3 x 48 x W → the CNN's map before its last pooling, N x 384 x 3 x W/4."""
         assert x.shape[2] == INPUT_HEIGHT, f"input height must be {INPUT_HEIGHT}, got {x.shape[2]}"
-        return self.backbone(x).squeeze(2).transpose(1, 2)        # N x T x 384
+        return self.backbone.layers(x)
+
+    def features_from(self, cols: torch.Tensor, step: int = 2) -> torch.Tensor:
+        """`columns` → the sequence model's input, N x T x 384 (`RecBackbone.pool`'s `step`)."""
+        return self.backbone.pool(cols, step).squeeze(2).transpose(1, 2)
 
     def sequence(self, feats: torch.Tensor) -> torch.Tensor:
         """N x T x 384 CNN features → N x T x 120, the vector the classifier reads."""

@@ -36,7 +36,7 @@ MIN_PAGE_CHAR_CONFIDENCE = 0.5
 # What a result holds besides the weights' reading: line finding, orientation, word boxes, table
 # rows. Part of the model version (and so of the key namespace upstream): bump it when a change to
 # the pipeline changes results, so results made before are not reused as if made now.
-PIPELINE_VERSION = "p13"
+PIPELINE_VERSION = "p14"
 # How `Predictor.read` finds a page's lines: photos to the learned detector (auto), or one forced.
 FINDERS = ("auto", "classical", "learned")
 # Orientation (ocr_core.orientation): a page whose characters read at a mean confidence under this
@@ -68,6 +68,13 @@ SECOND_LOOK_STRETCH = 1.4
 # must separate a doubled letter (`free` read `fre`) or for a space (`thereof. 2.` read
 # `thereof.2.`), and such lines read wrong at 0.96-0.997. Chosen on held-out synthetic lines (seeds
 # 5151 and 6161), checked on seed 8181 and clipped lines (docs/benchmarks.md, "Session 15").
+# Such a line (sure, so its glyphs were seen) is read again from its first reading's CNN map at
+# twice the steps instead of stretched through the CNN again: the BiLSTM then has the steps it
+# lacked, and only the BiLSTM and the classifier run (~8 ms for a camera-like dev line, where a
+# stretched re-read costs more than the first reading's ~20 ms). On the same held-out lines it
+# mends what the stretch mends (743 → 746 errors on seeds 5151 + 6161, 204 on 8181 either way;
+# docs/benchmarks.md, "Session 16").
+# Unsure lines are still stretched: a glyph the CNN did not resolve needs more pixels, not steps.
 SECOND_LOOK_CROWDED = 0.6
 
 
@@ -119,6 +126,8 @@ class _Page:
     decoded: list[Decoded]
     to_page: np.ndarray
     skew: float = 0.0
+    # The CNN map of each crowded line's reading (`Predictor._recognize`), else None.
+    columns: list[np.ndarray | None] = field(default_factory=list)
 
 
 class Predictor:
@@ -182,18 +191,27 @@ class Predictor:
     # ------------------------------------------------------------------------------------------
     def recognize(self, crops: list[np.ndarray]) -> list[Decoded]:
         """Line crops (RGB or grey uint8) → one `Decoded` per crop, batching crops of similar width."""
+        return self._recognize(crops)[0]
+
+    def _recognize(self, crops: list[np.ndarray]) -> tuple[list[Decoded], list[np.ndarray | None]]:
+        """`recognize`, and for each crop read crowded (`_crowded`) its CNN map (384 x 3 x W/4, W
+        its width had it been read alone) for `_read_fine`, else None: the maps of a page's
+        other lines would hold ~1 MB per 1,000 columns for nothing."""
         prepared = [prepare_line(c) for c in crops]                   # 3 x 48 x W_i each
         order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[2])
         results: list[Decoded | None] = [None] * len(prepared)
+        maps: list[np.ndarray | None] = [None] * len(prepared)
         batch: list[int] = []
 
         def flush() -> None:
             if not batch:
                 return
             x, steps = batch_lines([prepared[i] for i in batch])      # N x 3 x 48 x W, valid steps
-            ids, lp = self.runner(x)                                    # N x T each: the greedy path
+            ids, lp, cols = self.runner(x)               # N x T each: the greedy path; N x 384 x 3 x W/4
             for j, i in enumerate(batch):
-                results[i] = collapse_path(ids[j, : steps[j]], lp[j, : steps[j]], self.charset)
+                d = results[i] = collapse_path(ids[j, : steps[j]], lp[j, : steps[j]], self.charset)
+                if _crowded(d):
+                    maps[i] = cols[j, :, :, : batch_width([prepared[i].shape[2]]) // 4].copy()
             batch.clear()
 
         for i in order:
@@ -206,7 +224,7 @@ class Predictor:
                 flush()
             batch.append(i)
         flush()
-        return [r for r in results if r is not None]
+        return [r for r in results if r is not None], maps
 
     def read(self, image, *, single_line: bool = False, finder: str = "auto", orient: bool = True,
              deskew: bool = True) -> OcrResult:
@@ -230,9 +248,10 @@ class Predictor:
         if single_line:
             finder = "single-line"
             t_rec = time.perf_counter()
-            page = _Page([whole_image_line(rgb)], [rgb], self.recognize([rgb]), np.eye(3))
+            decoded, columns = self._recognize([rgb])
+            page = _Page([whole_image_line(rgb)], [rgb], decoded, np.eye(3), columns=columns)
             timings["recognize"] = (time.perf_counter() - t_rec) * 1e3
-            self._second_look(page.crops, page.decoded, timings)
+            self._second_look(page, timings)
         else:
             if finder == "auto":
                 # Flat-background share does not change when a page turns: decide once.
@@ -266,10 +285,10 @@ class Predictor:
                         rotation = 0
                         page = as_uploaded
             if orient:
-                flipped = self._flip_upside_down_lines(page.crops, page.decoded, timings)
+                flipped = self._flip_upside_down_lines(page, timings)
             # After the orientation is settled: lines of a page read the wrong way up are all
             # unsure, and stretching them would only double the cost of finding that out.
-            self._second_look(page.crops, page.decoded, timings)
+            self._second_look(page, timings)
         t_end = time.perf_counter()
         # From the pixels the lines were found on (turned upright, and deskewed) to the upload's.
         back = to_upload(rotation, w, h) @ page.to_page
@@ -325,60 +344,79 @@ class Predictor:
             lines = find_lines(rgb)
             crops = [crop_line(rgb, ln) for ln in lines]
         t_rec = time.perf_counter()
-        decoded = self.recognize(crops) if crops else []
+        decoded, columns = self._recognize(crops) if crops else ([], [])
         t_end = time.perf_counter()
         timings["lines"] = timings.get("lines", 0.0) + (t_rec - t_lines) * 1e3
         timings["recognize"] = timings.get("recognize", 0.0) + (t_end - t_rec) * 1e3
-        return _Page(lines, crops, decoded, to_page, skew)
+        return _Page(lines, crops, decoded, to_page, skew, columns)
 
-    def _read_again(self, crops: list[np.ndarray], decoded: list[Decoded], indices: list[int],
-                    change: Callable[[np.ndarray], np.ndarray], *,
-                    margin: float = 0.0) -> list[tuple[int, np.ndarray, Decoded]]:
-        """Read the crops at `indices` again, each changed by `change`; (index, changed crop,
-        reading) for those whose new reading is confident (`UPRIGHT_CONFIDENCE`) and surer than
-        the old one by more than `margin`."""
-        changed = [change(crops[i]) for i in indices]
+    def _read_again(self, page: _Page, indices: list[int], change: Callable[[np.ndarray], np.ndarray], *,
+                    margin: float = 0.0, keep_crop: bool = False) -> list[int]:
+        """Read the page's crops at `indices` again, each changed by `change`, and keep in place
+        the new readings that are confident (`UPRIGHT_CONFIDENCE`) and surer than the old ones by
+        more than `margin`, with the changed crop and its map unless `keep_crop`; returns the
+        indices kept."""
+        changed = [change(page.crops[i]) for i in indices]
+        decoded, columns = self._recognize(changed)
         kept = []
-        for i, crop, d in zip(indices, changed, self.recognize(changed)):
-            conf = _mean_char_confidence([d])
-            if conf >= UPRIGHT_CONFIDENCE and conf > _mean_char_confidence([decoded[i]]) + margin:
-                kept.append((i, crop, d))
+        for i, crop, d, cols in zip(indices, changed, decoded, columns):
+            if _better(d, page.decoded[i], margin):
+                page.decoded[i] = d
+                if not keep_crop:
+                    page.crops[i], page.columns[i] = crop, cols
+                kept.append(i)
         return kept
 
-    def _flip_upside_down_lines(self, crops: list[np.ndarray], decoded: list,
-                                timings: dict[str, float]) -> set[int]:
+    def _read_fine(self, cols: np.ndarray, steps: int) -> Decoded:
+        """A line read again from its first reading's CNN map (384 x 3 x W/4) and valid `steps`, at
+        twice the steps: only the BiLSTM and the classifier run (`ocr_core.runtime.FinePath`).
+        The reading's steps cover the crop evenly, as the first reading's do, so word boxes map
+        to the same pixels."""
+        ids, lp = self.runner.fine(cols[None])                  # 1 x (W/4 - 1) each
+        valid = 2 * steps - 1                                   # windows inside the line's own columns
+        return collapse_path(ids[0, :valid], lp[0, :valid], self.charset)
+
+    def _flip_upside_down_lines(self, page: _Page, timings: dict[str, float]) -> set[int]:
         """Lines upside down on an upright page (a label stuck on the wrong way): each line that
         reads unsure is read again turned by 180 degrees and kept turned when that reads clearly
         surer and confident. Replaces those crops and readings in place; returns their indices."""
         t0 = time.perf_counter()
-        unsure = [i for i, d in enumerate(decoded)
+        unsure = [i for i, d in enumerate(page.decoded)
                   if d.char_confidences and _mean_char_confidence([d]) < LINE_FLIP_CONFIDENCE]
         if not unsure:
             return set()
-        flipped = set()
-        for i, crop, d in self._read_again(crops, decoded, unsure, lambda c: np.ascontiguousarray(c[::-1, ::-1]),
-                                           margin=FLIP_MARGIN):
-            crops[i], decoded[i] = crop, d
-            flipped.add(i)
+        flipped = set(self._read_again(page, unsure, lambda c: np.ascontiguousarray(c[::-1, ::-1]),
+                                       margin=FLIP_MARGIN))
         timings["orientation"] = timings.get("orientation", 0.0) + (time.perf_counter() - t0) * 1e3
         return flipped
 
-    def _second_look(self, crops: list[np.ndarray], decoded: list[Decoded], timings: dict[str, float]) -> None:
-        """Read each crowded unsure line, and each very crowded one, again stretched in width
-        (`SECOND_LOOK_STRETCH`) and keep the second reading when it is surer and confident, in
-        place. The crop itself stays: a reading's steps cover its crop evenly either way, so word
-        boxes map to the same pixels."""
-        again = [i for i, d in enumerate(decoded) if d.char_confidences and (
-            len(d.char_steps) >= SECOND_LOOK_CROWDED * d.num_steps
-            or (_mean_char_confidence([d]) < SECOND_LOOK_CONFIDENCE
-                and len(d.char_steps) >= SECOND_LOOK_DENSITY * d.num_steps))]
-        if not again:
+    def _second_look(self, page: _Page, timings: dict[str, float]) -> None:
+        """Read each crowded unsure line again stretched in width (`SECOND_LOOK_STRETCH`), and each
+        very crowded sure one again at twice the steps from its CNN map (`_read_fine`); keep the
+        second reading when it is surer and confident, in place. The crop itself stays: a reading's
+        steps cover its crop evenly either way, so word boxes map to the same pixels."""
+        crowded, unsure = [], []
+        for i, d in enumerate(page.decoded):
+            if not d.char_confidences:
+                continue
+            if (_mean_char_confidence([d]) < SECOND_LOOK_CONFIDENCE
+                    and len(d.char_steps) >= SECOND_LOOK_DENSITY * d.num_steps):
+                unsure.append(i)
+            elif _crowded(d):
+                crowded.append(i)
+        if not crowded and not unsure:
             return
         t0 = time.perf_counter()
         # Only a confident second reading replaces the first: stretched, a wide CJK glyph can read
         # as two (碱性 → 碱性性) and texture as text, each a little surer than before.
-        for i, _, d in self._read_again(crops, decoded, again, lambda c: stretch_width(c, SECOND_LOOK_STRETCH)):
-            decoded[i] = d
+        for i in crowded:
+            cols = page.columns[i]
+            assert cols is not None, "a crowded line's map is kept when it is read"
+            d = self._read_fine(cols, page.decoded[i].num_steps)
+            if _better(d, page.decoded[i]):
+                page.decoded[i] = d
+        if unsure:
+            self._read_again(page, unsure, lambda c: stretch_width(c, SECOND_LOOK_STRETCH), keep_crop=True)
         timings["second_look"] = timings.get("second_look", 0.0) + (time.perf_counter() - t0) * 1e3
 
     def _reads_better_flipped(self, crops: list[np.ndarray], decoded: list) -> bool:
@@ -405,6 +443,18 @@ def page_text(lines: list[OcrLine]) -> str:
 def _mean_char_confidence(decoded: list) -> float:
     confs = [c for d in decoded for c in d.char_confidences]
     return float(np.mean(confs)) if confs else 0.0
+
+
+def _crowded(d: Decoded) -> bool:
+    """Characters on at least `SECOND_LOOK_CROWDED` of the reading's steps."""
+    return bool(d.char_confidences) and len(d.char_steps) >= SECOND_LOOK_CROWDED * d.num_steps
+
+
+def _better(new: Decoded, old: Decoded, margin: float = 0.0) -> bool:
+    """Whether a second reading replaces the first: confident (`UPRIGHT_CONFIDENCE`) and surer
+    than the first by more than `margin`."""
+    conf = _mean_char_confidence([new])
+    return conf >= UPRIGHT_CONFIDENCE and conf > _mean_char_confidence([old]) + margin
 
 
 def _unsure(decoded: list) -> bool:

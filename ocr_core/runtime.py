@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ocr_core.decode import BLANK_PENALTY
-from ocr_core.model import CRNN, INPUT_HEIGHT
+from ocr_core.model import CRNN, FEATURE_CHANNELS, INPUT_HEIGHT
 from ocr_core.preprocess import TRAIN_WIDTH
 
 logger = logging.getLogger(__name__)
@@ -38,16 +38,20 @@ _EXAMPLE_SHAPE = (2, 3, INPUT_HEIGHT, TRAIN_WIDTH)
 
 
 class LineRunner(Protocol):
-    """N x 3 x 48 x W float32 in [-1, 1] → (best class N x T int64, its log-probability N x T float32)."""
+    """N x 3 x 48 x W float32 in [-1, 1] → (best class N x T int64, its log-probability N x T
+    float32, the CNN's last map N x 384 x 3 x W/4 float32); `fine` reads such maps again at twice
+    the steps (`BestPath`, `FinePath`)."""
 
     engine: str
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def fine(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-class BestPath(nn.Module):
-    """The CRNN reduced to its greedy path: argmax class and log-probability per time step, the
-    blank's logit lowered by `blank_penalty` (`ocr_core.decode.BLANK_PENALTY`)."""
+class _Greedy(nn.Module):
+    """The classifier and the greedy path over a sequence model's output, the blank's logit lowered
+    by `blank_penalty` (`ocr_core.decode.BLANK_PENALTY`)."""
 
     def __init__(self, model: CRNN, blank_penalty: float = BLANK_PENALTY) -> None:
         super().__init__()
@@ -58,13 +62,33 @@ class BestPath(nn.Module):
         with torch.no_grad():
             self.head.bias[0] -= blank_penalty
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.model
-        probs = torch.softmax(self.head(m.sequence(m.features(x))), dim=-1)   # N x T x C
-        best, ids = probs.max(dim=-1)                                # N x T, N x T
+    def best_path(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """N x T x 384 CNN features → (best class, its log-probability), N x T each."""
+        probs = torch.softmax(self.head(self.model.sequence(feats)), dim=-1)   # N x T x C
+        best, ids = probs.max(dim=-1)                                          # N x T, N x T
         # log of the best probability: a fused softmax and one max cost ~1 ms per 320-column
         # line in onnxruntime, a log-sum-exp over the 18,710 classes ~7 ms.
         return ids, torch.log(best)
+
+
+class BestPath(_Greedy):
+    """The CRNN reduced to its greedy path: argmax class and log-probability per time step, and
+    the CNN's last map (`CRNN.columns`) for a second look that need not run the CNN again."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cols = self.model.columns(x)                                  # N x 384 x 3 x W/4
+        ids, logp = self.best_path(self.model.features_from(cols))
+        return ids, logp, cols
+
+
+class FinePath(_Greedy):
+    """The greedy path of a line read again from `BestPath`'s map at twice the steps (the CNN's
+    last pooling at step 1: `RecBackbone.pool`): N x 384 x 3 x W/4 → N x (W/4 - 1) each. Only the
+    BiLSTM and the classifier run: ~8 ms for a camera-like dev line on one thread, against ~20 ms
+    for its first reading on two (docs/benchmarks.md, "Session 16")."""
+
+    def forward(self, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.best_path(self.model.features_from(cols, step=1))
 
 
 class TorchRunner:
@@ -80,11 +104,19 @@ class TorchRunner:
             # Module.to takes memory_format at run time; torch's stubs do not list it.
             net = BestPath(copy.deepcopy(model)).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
+            cols = net.model.columns(example)
+            fine = FinePath(copy.deepcopy(model)).eval()
+            self.fine_net = torch.jit.freeze(torch.jit.trace(fine, cols.contiguous(), check_trace=False))
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            ids, lp = self.net(t)
+            ids, lp, cols = self.net(t)
+        return ids.numpy(), lp.numpy(), cols.contiguous().numpy()
+
+    def fine(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            ids, lp = self.fine_net(torch.from_numpy(np.ascontiguousarray(cols, dtype=np.float32)))
         return ids.numpy(), lp.numpy()
 
 
@@ -204,21 +236,38 @@ def onnx_session(graph: bytes, threads: int, *, spin: bool = True) -> Any:
 
 
 def recognizer_graph(model: CRNN) -> bytes:
-    """The ONNX graph `OnnxRunner` runs: `BestPath(model)`, batch size and width dynamic."""
-    return export_onnx(BestPath(model).eval(), torch.zeros(*_EXAMPLE_SHAPE), ["ids", "logp"],
-                       {"x": {0: "n", 3: "w"}, "ids": {0: "n", 1: "t"}, "logp": {0: "n", 1: "t"}})
+    """The ONNX graph `OnnxRunner` runs first: `BestPath(model)`, batch size and width dynamic."""
+    return export_onnx(BestPath(model).eval(), torch.zeros(*_EXAMPLE_SHAPE), ["ids", "logp", "cols"],
+                       {"x": {0: "n", 3: "w"}, "ids": {0: "n", 1: "t"}, "logp": {0: "n", 1: "t"},
+                        "cols": {0: "n", 3: "c"}})
+
+
+def fine_graph(model: CRNN) -> bytes:
+    """The ONNX graph of `FinePath(model)`: `recognizer_graph`'s map read again at twice the steps."""
+    example = torch.zeros(_EXAMPLE_SHAPE[0], FEATURE_CHANNELS, 3, TRAIN_WIDTH // 4)
+    return export_onnx(FinePath(model).eval(), example, ["ids", "logp"],
+                       {"x": {0: "n", 3: "c"}, "ids": {0: "n", 1: "t"}, "logp": {0: "n", 1: "t"}})
 
 
 class OnnxRunner:
-    """onnxruntime on an export of `BestPath(model)`, batch size and width dynamic."""
+    """onnxruntime on an export of `BestPath(model)` and one of `FinePath(model)`, batch size and
+    width dynamic."""
 
     engine = "onnxruntime"
 
     def __init__(self, model: CRNN, *, threads: int = 1) -> None:
         self.session = onnx_session(recognizer_graph(model), threads)
+        # One thread, so no pool of its own: the BiLSTM's steps are sequential anyway (a second
+        # thread did nothing for it, docs/benchmarks.md "Session 11"), and a second pool of
+        # spinning threads would take the cores from the first session's.
+        self.fine_session = onnx_session(fine_graph(model), 1)
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids, lp = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids, lp, cols = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
+        return ids, lp, cols
+
+    def fine(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, lp = self.fine_session.run(None, {"x": np.ascontiguousarray(cols, dtype=np.float32)})
         return ids, lp
 
 

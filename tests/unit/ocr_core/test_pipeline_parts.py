@@ -363,7 +363,7 @@ def test_short_crops_read_exactly_from_a_narrow_batch(predictor) -> None:
     widths: list[int] = []
     runner = predictor.runner
 
-    def spy(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def spy(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         widths.append(x.shape[3])
         return runner(x)
 

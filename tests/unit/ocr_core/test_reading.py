@@ -164,23 +164,28 @@ def test_engines_agree_with_the_eager_module_on_any_width(predictor: Predictor) 
     the eager module's greedy path at every batch size and width."""
     import torch
 
-    from ocr_core.runtime import BestPath, OnnxRunner, TorchRunner
+    from ocr_core.runtime import BestPath, FinePath, OnnxRunner, TorchRunner
 
-    eager = BestPath(predictor.model)
+    eager, eager_fine = BestPath(predictor.model), FinePath(predictor.model)
     runners = [predictor.runner, OnnxRunner(predictor.model), TorchRunner(predictor.model)]
     assert [r.engine for r in runners] == ["onnxruntime", "onnxruntime", "torch"]
     torch.manual_seed(0)
     for n, w in ((1, 48), (3, 320), (2, 812)):
         x = (torch.rand(n, 3, 48, w) * 2 - 1).numpy()
         with torch.inference_mode():
-            ids, lp = (t.numpy() for t in eager(torch.from_numpy(x)))
-        assert ids.shape == (n, w // 8)
+            ids, lp, cols = (t.numpy() for t in eager(torch.from_numpy(x)))
+            fine_ids, fine_lp = (t.numpy() for t in eager_fine(torch.from_numpy(cols)))
+        assert ids.shape == (n, w // 8) and cols.shape == (n, 384, 3, w // 4)
+        assert fine_ids.shape == (n, w // 4 - 1)
         for run in runners:
-            r_ids, r_lp = run(x)
+            r_ids, r_lp, r_cols = run(x)
+            np.testing.assert_allclose(r_cols, cols, atol=1e-3)
+            r_fine_ids, r_fine_lp = run.fine(cols)
             # Random input has near-ties; where the classes agree the log-probabilities must too.
-            same = r_ids == ids
-            assert same.mean() > 0.97, run.engine
-            np.testing.assert_allclose(r_lp[same], lp[same], atol=1e-3)
+            for got_ids, got_lp, want_ids, want_lp in ((r_ids, r_lp, ids, lp), (r_fine_ids, r_fine_lp, fine_ids, fine_lp)):
+                same = got_ids == want_ids
+                assert same.mean() > 0.97, run.engine
+                np.testing.assert_allclose(got_lp[same], want_lp[same], atol=1e-3)
     line = render_line("Total: $1,234.56 合计")
     torch_pred = Predictor(predictor.model, predictor.charset, name="t", version="t", engine="torch")
     assert torch_pred.read(line, single_line=True).text == predictor.read(line, single_line=True).text == "Total: $1,234.56 合计"
@@ -214,7 +219,7 @@ def test_the_blank_is_lowered_before_the_greedy_path(predictor: Predictor) -> No
         logits = m.head(m.sequence(m.features(x)))              # N x T x C
     lowered = logits.clone()
     lowered[..., 0] -= BLANK_PENALTY
-    ids, lp = predictor.runner(x.numpy())
+    ids, lp, _ = predictor.runner(x.numpy())
     same = ids == lowered.argmax(-1).numpy()
     assert same.mean() > 0.97
     # The path's log-probabilities are those of the lowered logits: where a character wins, the
@@ -301,6 +306,34 @@ def test_a_very_crowded_line_is_read_again_however_sure(predictor: Predictor, mo
     monkeypatch.setattr(P, "SECOND_LOOK_CROWDED", 1.01)
     first = predictor.read(crop, single_line=True)
     assert first.text != text and "second_look" not in first.timings_ms
+
+
+class _CountingRunner:
+    """The predictor's runner, counting CNN passes (calls) and re-reads from a map (`fine`)."""
+
+    def __init__(self, runner) -> None:
+        self.runner, self.engine, self.calls, self.fines = runner, runner.engine, 0, 0
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.calls += 1
+        return self.runner(x)
+
+    def fine(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.fines += 1
+        return self.runner.fine(cols)
+
+
+@pytest.mark.parametrize("text,squeeze,cnn_passes,fine_reads", [CROWDED[0] + (1, 1), CONDENSED[0] + (2, 0)])
+def test_the_second_look_runs_the_cnn_again_only_for_unsure_lines(
+        predictor: Predictor, monkeypatch: pytest.MonkeyPatch, text: str, squeeze: float,
+        cnn_passes: int, fine_reads: int) -> None:
+    """A very crowded sure line is read again from its first reading's CNN map at twice the steps
+    (the BiLSTM and classifier only); a crowded unsure one is stretched and goes through the CNN again."""
+    counting = _CountingRunner(predictor.runner)
+    monkeypatch.setattr(predictor, "runner", counting)
+    result = predictor.read(_condensed(text, squeeze), single_line=True)
+    assert result.text == text and "second_look" in result.timings_ms
+    assert (counting.calls, counting.fines) == (cnn_passes, fine_reads)
 
 
 def test_a_second_reading_that_is_not_confident_is_not_kept(predictor: Predictor,
