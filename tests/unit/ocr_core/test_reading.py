@@ -182,7 +182,8 @@ def test_engines_agree_with_the_eager_module_on_any_width(predictor: Predictor) 
             np.testing.assert_allclose(r_cols, cols, atol=1e-3)
             r_fine_ids, r_fine_lp = run.fine(cols)
             # Random input has near-ties; where the classes agree the log-probabilities must too.
-            for got_ids, got_lp, want_ids, want_lp in ((r_ids, r_lp, ids, lp), (r_fine_ids, r_fine_lp, fine_ids, fine_lp)):
+            pairs = ((r_ids, r_lp, ids, lp), (r_fine_ids, r_fine_lp, fine_ids, fine_lp))
+            for got_ids, got_lp, want_ids, want_lp in pairs:
                 same = got_ids == want_ids
                 assert same.mean() > 0.97, run.engine
                 np.testing.assert_allclose(got_lp[same], want_lp[same], atol=1e-3)
@@ -334,6 +335,44 @@ def test_the_second_look_runs_the_cnn_again_only_for_unsure_lines(
     result = predictor.read(_condensed(text, squeeze), single_line=True)
     assert result.text == text and "second_look" in result.timings_ms
     assert (counting.calls, counting.fines) == (cnn_passes, fine_reads)
+
+
+def test_only_crowded_lines_keep_their_cnn_map_cut_to_their_own_width(
+        predictor: Predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batched with a wider line, a crowded line keeps the map of its own columns (what it would
+    have been padded to alone), and a line with steps to spare keeps none."""
+    import ocr_core.predictor as P
+    from ocr_core.preprocess import batch_width
+
+    crowded = _condensed(*CROWDED[0])
+    roomy = render_line("Invoice 2026-12-03 合计")
+    width = prepare_line(crowded).shape[2]
+    assert batch_width([prepare_line(roomy).shape[2]]) > batch_width([width])
+    counting = _CountingRunner(predictor.runner)
+    monkeypatch.setattr(predictor, "runner", counting)
+    decoded, maps = predictor._recognize([crowded, roomy])
+    assert counting.calls == 1                                   # the two share one batch
+    assert [P._crowded(d) for d in decoded] == [True, False]
+    assert maps[1] is None and maps[0] is not None
+    assert maps[0].shape == (384, 3, batch_width([width]) // 4)
+    assert predictor._read_fine(maps[0], decoded[0].num_steps).text == CROWDED[0][0]
+
+
+def test_a_line_turned_the_right_way_up_gets_the_map_of_its_turned_crop(predictor: Predictor) -> None:
+    """A crowded line upside down on a page: once turned (`_flip_upside_down_lines`) its map is
+    the turned crop's, so the second look reads it again from the right columns."""
+    import ocr_core.predictor as P
+    from ocr_core.lines import whole_image_line
+
+    text, squeeze = CROWDED[0]
+    upside_down = np.ascontiguousarray(_condensed(text, squeeze)[::-1, ::-1])
+    decoded, maps = predictor._recognize([upside_down])
+    assert P._mean_char_confidence(decoded) < P.LINE_FLIP_CONFIDENCE and maps == [None]
+    page = P._Page([whole_image_line(upside_down)], [upside_down], decoded, np.eye(3), columns=maps)
+    assert predictor._flip_upside_down_lines(page, {}) == {0}
+    assert page.columns[0] is not None and P._crowded(page.decoded[0])
+    predictor._second_look(page, {})
+    assert page.decoded[0].text == text
 
 
 def test_a_second_reading_that_is_not_confident_is_not_kept(predictor: Predictor,
