@@ -4,7 +4,8 @@ own torch module (the default), or torch itself (a frozen TorchScript trace; the
 Both engines run the same weights and return the same thing, the greedy CTC path: for each time
 step the best class and its log-probability (N x T each), never the N x T x C log-probabilities.
 Reducing inside the graph saves copying ~3 MB per 320-column line out of the engine and a numpy
-argmax over 18,710 classes.
+argmax over 18,710 classes. With it comes the CNN's last map, from which `fine` reads a line again
+at twice the steps without running the CNN again (the predictor's second look at crowded lines).
 
 Why onnxruntime: on this project's CPUs it runs the very same CNN about 1.5x faster than torch
 (its 1x1 convolutions are GEMMs either way; onnxruntime fuses the bias/activation/elementwise ops
@@ -104,8 +105,9 @@ class TorchRunner:
             # Module.to takes memory_format at run time; torch's stubs do not list it.
             net = BestPath(copy.deepcopy(model)).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.net = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
+            # The same copy serves the read from the map (its parameters are only read).
             cols = net.model.columns(example)
-            fine = FinePath(copy.deepcopy(model)).eval()
+            fine = FinePath(net.model).eval()
             self.fine_net = torch.jit.freeze(torch.jit.trace(fine, cols.contiguous(), check_trace=False))
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
