@@ -126,7 +126,7 @@ class _Page:
     decoded: list[Decoded]
     to_page: np.ndarray
     skew: float = 0.0
-    # The CNN map of each crowded line's reading (`Predictor._recognize`), else None.
+    # The CNN map of each line the second look reads from its map (`_second_look_kind`), else None.
     columns: list[np.ndarray | None] = field(default_factory=list)
 
 
@@ -194,9 +194,10 @@ class Predictor:
         return self._recognize(crops)[0]
 
     def _recognize(self, crops: list[np.ndarray]) -> tuple[list[Decoded], list[np.ndarray | None]]:
-        """`recognize`, and for each crop read crowded (`_crowded`) its CNN map (384 x 3 x W/4, W
-        its width had it been read alone) for `_read_fine`, else None: the maps of a page's
-        other lines would hold ~1 MB per 1,000 columns for nothing."""
+        """`recognize`, and for each crop the second look will read from its map
+        (`_second_look_kind`) that CNN map (384 x 3 x W/4, W its width had it been read alone) for
+        `_read_fine`, else None: the maps of a page's other lines would hold ~1 MB per 1,000
+        columns for nothing."""
         prepared = [prepare_line(c) for c in crops]                   # 3 x 48 x W_i each
         order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[2])
         results: list[Decoded | None] = [None] * len(prepared)
@@ -210,7 +211,7 @@ class Predictor:
             ids, lp, cols = self.runner(x)               # N x T each: the greedy path; N x 384 x 3 x W/4
             for j, i in enumerate(batch):
                 d = results[i] = collapse_path(ids[j, : steps[j]], lp[j, : steps[j]], self.charset)
-                if _crowded(d):
+                if _second_look_kind(d) == "map":
                     maps[i] = cols[j, :, :, : batch_width([prepared[i].shape[2]]) // 4].copy()
             batch.clear()
 
@@ -395,15 +396,9 @@ class Predictor:
         very crowded sure one again at twice the steps from its CNN map (`_read_fine`); keep the
         second reading when it is surer and confident, in place. The crop itself stays: a reading's
         steps cover its crop evenly either way, so word boxes map to the same pixels."""
-        crowded, unsure = [], []
-        for i, d in enumerate(page.decoded):
-            if not d.char_confidences:
-                continue
-            if (_mean_char_confidence([d]) < SECOND_LOOK_CONFIDENCE
-                    and len(d.char_steps) >= SECOND_LOOK_DENSITY * d.num_steps):
-                unsure.append(i)
-            elif _crowded(d):
-                crowded.append(i)
+        kinds = [_second_look_kind(d) for d in page.decoded]
+        crowded = [i for i, k in enumerate(kinds) if k == "map"]
+        unsure = [i for i, k in enumerate(kinds) if k == "stretch"]
         if not crowded and not unsure:
             return
         t0 = time.perf_counter()
@@ -411,7 +406,7 @@ class Predictor:
         # as two (碱性 → 碱性性) and texture as text, each a little surer than before.
         for i in crowded:
             cols = page.columns[i]
-            assert cols is not None, "a crowded line's map is kept when it is read"
+            assert cols is not None, "_recognize keeps the map of each line read from its map"
             d = self._read_fine(cols, page.decoded[i].num_steps)
             if _better(d, page.decoded[i]):
                 page.decoded[i] = d
@@ -448,6 +443,17 @@ def _mean_char_confidence(decoded: list) -> float:
 def _crowded(d: Decoded) -> bool:
     """Characters on at least `SECOND_LOOK_CROWDED` of the reading's steps."""
     return bool(d.char_confidences) and len(d.char_steps) >= SECOND_LOOK_CROWDED * d.num_steps
+
+
+def _second_look_kind(d: Decoded) -> str | None:
+    """How the second look reads a line again: "stretch" (unsure, and its characters took at least
+    `SECOND_LOOK_DENSITY` of its steps: through the CNN again, stretched), "map" (sure but
+    `_crowded`: from its first reading's CNN map at twice the steps), or None (not again)."""
+    if not d.char_confidences:
+        return None
+    if _mean_char_confidence([d]) < SECOND_LOOK_CONFIDENCE and len(d.char_steps) >= SECOND_LOOK_DENSITY * d.num_steps:
+        return "stretch"
+    return "map" if _crowded(d) else None
 
 
 def _better(new: Decoded, old: Decoded, margin: float = 0.0) -> bool:
