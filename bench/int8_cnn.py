@@ -23,6 +23,7 @@ int8 convolutions gain little (docs/benchmarks.md, "Session 13").
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -57,18 +58,11 @@ def conv_sets(graph_path: Path) -> dict[str, list[str]]:
     return {"all": convs, "pw": pw, "pwstem": pw + [c for c in convs if c.endswith(STEM)]}
 
 
-class Int8Runner:
-    """The predictor's runner with the first reading's graph swapped for an int8 one."""
-
-    def __init__(self, graph: bytes, base: OnnxRunner, threads: int) -> None:
-        self.engine, self.base = base.engine, base
-        self.session = onnx_session(graph, threads)
-
-    def __call__(self, x: np.ndarray) -> Any:
-        return tuple(self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)}))
-
-    def fine(self, cols: np.ndarray) -> Any:
-        return self.base.fine(cols)
+def with_first_session(base: OnnxRunner, session: Any) -> OnnxRunner:
+    """The predictor's runner with the first reading's session swapped (its read from the map kept)."""
+    runner = copy.copy(base)
+    runner.session = session
+    return runner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibration {args.method}; held-out seed {args.seed}, {len(lines)} lines; graph time on "
           f"{len(xs)} dev lines, median of per-block ratios to fp32")
     print(f"{'variant':8s} {'time':>7s} {'errors':>7s} {'chars':>7s}")
-    for name, graph in graphs.items():
-        if name != "fp32":
-            predictor.runner = Int8Runner(graph, base, args.threads)
+    for name in graphs:
+        predictor.runner = with_first_session(base, sessions[name])
         errors = chars = 0
         for crop, text in lines:
             e, n = char_errors(text, predictor.read(crop, single_line=True).text)
