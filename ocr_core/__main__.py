@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ocr_core.images import ImageLoadError, load_image
 from ocr_core.predictor import Predictor
+from ocr_core.quantized import DEFAULT_PRECISION, PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,10 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--single-line", action="store_true", help="the image is one line crop: skip line finding")
     p.add_argument("--weights", type=Path, help="model file (default: the shipped weights)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="the first reading's precision (auto: int8 on CPUs with VNNI, weights permitting)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    predictor = Predictor.load(args.weights, threads=args.threads)
+    predictor = Predictor.load(args.weights, threads=args.threads, precision=args.precision)
     status = 0
     for path in args.images:
         t0 = time.perf_counter()

@@ -200,6 +200,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from ocr_core.predictor import FINDERS, Predictor
+    from ocr_core.quantized import DEFAULT_PRECISION, PRECISIONS
 
     p = argparse.ArgumentParser(prog="python -m ocr_core.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,13 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-deskew", action="store_true", help="find lines on tilted documents as they are")
     p.add_argument("--finder", choices=FINDERS, default="auto",
                    help="line finder for pages: photos to the learned detector (auto), or one forced")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="the first reading's precision (auto: int8 on CPUs with VNNI, weights permitting)")
     args = p.parse_args(argv)
 
     items = [it for it in load_items(args.eval_dir, args.sets.split(",")) if it.kind in args.kinds.split(",")]
     if args.limit:
         items = limit_items(items, args.limit)
     items = rotated(items, [int(r) for r in args.rotate.split(",")])
-    predictor = Predictor.load(args.weights, threads=args.threads)
+    predictor = Predictor.load(args.weights, threads=args.threads, precision=args.precision)
     predictor.read(_warmup_image(), single_line=True)  # first call pays one-off allocations
     scored = evaluate(predictor, items, progress=True, finder=args.finder, orient=not args.no_orient,
                       deskew=not args.no_deskew)

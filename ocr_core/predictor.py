@@ -18,6 +18,7 @@ from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
 from ocr_core.model import CRNN, load_crnn
 from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
 from ocr_core.preprocess import batch_lines, batch_width, prepare_line, stretch_width, to_rgb_array
+from ocr_core.quantized import DEFAULT_PRECISION, precision_tag, resolve_precision
 from ocr_core.runtime import DEFAULT_ENGINE, LineRunner, make_runner
 from ocr_core.skew import deskew as deskewed
 from ocr_core.skew import estimate_skew
@@ -135,11 +136,14 @@ class Predictor:
     costs ~100 ms)."""
 
     def __init__(self, model: CRNN, charset: Charset, *, name: str, version: str,
-                 engine: str = DEFAULT_ENGINE, threads: int = 1, detector: TextDetector | None = None) -> None:
+                 engine: str = DEFAULT_ENGINE, threads: int = 1, detector: TextDetector | None = None,
+                 int8_ranges: dict[str, list[float]] | None = None) -> None:
         self.model = model
         # What runs the forward pass (ocr_core.runtime): onnxruntime on an export of this very
-        # module by default, or a frozen TorchScript trace; both return the greedy path only.
-        self.runner: LineRunner = make_runner(model, engine, threads=threads)
+        # module by default (its 1x1 convolutions in int8 given `int8_ranges`), or a frozen
+        # TorchScript trace; all return the greedy path only.
+        self.runner: LineRunner = make_runner(model, engine, threads=threads, int8_ranges=int8_ranges)
+        self.precision = "fp32" if int8_ranges is None else "int8"
         self.charset = charset
         self.model_name = name
         self.model_version = version
@@ -149,9 +153,10 @@ class Predictor:
 
     @classmethod
     def load(cls, weights: str | Path | None = None, *, threads: int = 1, engine: str = DEFAULT_ENGINE,
-             detector: str | Path | bool = True) -> "Predictor":
+             detector: str | Path | bool = True, precision: str = DEFAULT_PRECISION) -> "Predictor":
         """`detector`: True for the shipped DB weights, a path for others, False for none;
-        `engine`: what runs the recognizer (`ocr_core.runtime.ENGINES`)."""
+        `engine`: what runs the recognizer (`ocr_core.runtime.ENGINES`); `precision`: its first
+        reading's (`ocr_core.quantized.PRECISIONS`; "auto" is int8 where it reads as it should)."""
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         if threads:
             # One intra-op thread per worker process: torch's spinning OpenMP collapses when
@@ -165,6 +170,10 @@ class Predictor:
         # The version names the exact weights: a retrained file gives a new key namespace upstream.
         digest = hashlib.sha256(data).hexdigest()[:12]
         version = f"{meta.get('version', 'dev')}.{PIPELINE_VERSION}-{digest}"
+        ranges = meta.get("int8", {}).get("ranges")
+        # int8 readings differ from fp32 ones (and between CPUs): the precision is in the version.
+        precision = resolve_precision(precision, engine, ranges is not None)
+        version += precision_tag(precision)
         det = None
         if detector:
             det_data = (DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)).read_bytes()
@@ -174,7 +183,7 @@ class Predictor:
             version += "-db" + hashlib.sha256(det_data).hexdigest()[:8]
         logger.info("model loaded path=%s version=%s ms=%.0f", path, version, (time.perf_counter() - t0) * 1e3)
         return cls(model, charset, name=meta.get("name", "crnn"), version=version, engine=engine,
-                   threads=threads, detector=det)
+                   threads=threads, detector=det, int8_ranges=ranges if precision == "int8" else None)
 
     def warm_up(self) -> None:
         """Run one small page through every stage: the first real request then pays no one-off

@@ -253,12 +253,19 @@ def fine_graph(model: CRNN) -> bytes:
 
 class OnnxRunner:
     """onnxruntime on an export of `BestPath(model)` and one of `FinePath(model)`, batch size and
-    width dynamic."""
+    width dynamic. With `int8_ranges` the first graph's 1x1 convolutions run in int8
+    (`ocr_core.quantized`); the read from the map stays fp32."""
 
     engine = "onnxruntime"
 
-    def __init__(self, model: CRNN, *, threads: int = 1) -> None:
-        self.session = onnx_session(recognizer_graph(model), threads)
+    def __init__(self, model: CRNN, *, threads: int = 1,
+                 int8_ranges: dict[str, list[float]] | None = None) -> None:
+        graph = recognizer_graph(model)
+        if int8_ranges is not None:
+            from ocr_core.quantized import int8_graph
+
+            graph = int8_graph(graph, int8_ranges)
+        self.session = onnx_session(graph, threads)
         # One thread, so no pool of its own: the BiLSTM's steps are sequential anyway (a second
         # thread did nothing for it, docs/benchmarks.md "Session 11"), and a second pool of
         # spinning threads would take the cores from the first session's.
@@ -323,8 +330,12 @@ def make_map_runner(model: nn.Module, engine: str = DEFAULT_ENGINE, *, threads: 
     return TorchMapRunner(model)
 
 
-def make_runner(model: CRNN, engine: str = DEFAULT_ENGINE, *, threads: int = 1) -> LineRunner:
+def make_runner(model: CRNN, engine: str = DEFAULT_ENGINE, *, threads: int = 1,
+                int8_ranges: dict[str, list[float]] | None = None) -> LineRunner:
+    """`int8_ranges`: run the first reading in int8 at those ranges (onnxruntime only)."""
     _check(engine)
     if engine == "onnxruntime":
-        return OnnxRunner(model, threads=threads)
+        return OnnxRunner(model, threads=threads, int8_ranges=int8_ranges)
+    if int8_ranges is not None:
+        raise ValueError("int8 runs in onnxruntime only")
     return TorchRunner(model)

@@ -26,7 +26,8 @@ def load_predictor(settings: Settings) -> Recognizer:
     if str(detector).lower() == "off":
         detector = False
     predictor = Predictor.load(settings.model_path, threads=settings.torch_threads,
-                               engine=settings.recognizer_engine, detector=detector)
+                               engine=settings.recognizer_engine, detector=detector,
+                               precision=settings.recognizer_precision)
     elapsed = time.perf_counter() - t0
     metrics.MODEL_LOAD.set(elapsed)
     logger.info("model loaded name=%s version=%s seconds=%.2f", predictor.model_name,

@@ -170,7 +170,10 @@ def check_model(env: Mapping[str, str], load: bool = True) -> Check:
         detector = env_get(env, "OCR_DETECTOR_PATH") or True
         if str(detector).lower() == "off":
             detector = False
-        predictor = Predictor.load(path if path_s else None, threads=1, detector=detector)
+        # The engine and precision the workers will run: both are part of the model version.
+        predictor = Predictor.load(path if path_s else None, threads=1, detector=detector,
+                                   engine=env_get(env, "OCR_RECOGNIZER_ENGINE"),
+                                   precision=env_get(env, "OCR_RECOGNIZER_PRECISION"))
         seconds = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - any load failure is the finding
         return Check("model", FAIL, f"the weights {path} do not load: {type(exc).__name__}: {exc}")

@@ -130,6 +130,12 @@ _OPTIONS: tuple[Option, ...] = (
     Option("OCR_RECOGNIZER_ENGINE", "str", "onnxruntime",
            "what runs the recognizer: onnxruntime on an export of the weights (faster), or torch",
            choices=("onnxruntime", "torch")),
+    # The same names as ocr_core.quantized.PRECISIONS (a unit test keeps them equal).
+    Option("OCR_RECOGNIZER_PRECISION", "str", "fp32",
+           "the recognizer's first reading: `int8` runs its CNN's 1x1 convolutions in int8 "
+           "(onnxruntime, weights that carry int8 ranges: `python -m ocr_core.train.qat`), `fp32` "
+           "never; `auto`: int8 on CPUs with VNNI. Part of the model version, so of the key namespace",
+           choices=("auto", "int8", "fp32")),
     Option("OCR_LOG_LEVEL", "str", "INFO", "log level of the origin, gunicorn and the CLI",
            choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     Option("OCR_RESULT_MAX_AGE", "int", str(7 * 24 * 3600), "Cache-Control max-age of stored results (seconds)",
@@ -261,6 +267,7 @@ class Settings:
     model_path: str | None = None
     torch_threads: int = _d("OCR_TORCH_THREADS")
     recognizer_engine: str = _d("OCR_RECOGNIZER_ENGINE")
+    recognizer_precision: str = _d("OCR_RECOGNIZER_PRECISION")
     detector_path: str | None = None
     log_level: str = _d("OCR_LOG_LEVEL")
     result_max_age: int = _d("OCR_RESULT_MAX_AGE")
@@ -314,6 +321,7 @@ class Settings:
             model_path=get("OCR_MODEL_PATH", environ),
             torch_threads=get("OCR_TORCH_THREADS", environ),
             recognizer_engine=get("OCR_RECOGNIZER_ENGINE", environ),
+            recognizer_precision=get("OCR_RECOGNIZER_PRECISION", environ),
             detector_path=get("OCR_DETECTOR_PATH", environ),
             log_level=get("OCR_LOG_LEVEL", environ).upper(),
             result_max_age=get("OCR_RESULT_MAX_AGE", environ),

@@ -61,6 +61,10 @@ def test_constants_match_the_modules_that_own_them() -> None:
 
     assert OPTIONS["OCR_RECOGNIZER_ENGINE"].choices == ENGINES
     assert OPTIONS["OCR_RECOGNIZER_ENGINE"].default == DEFAULT_ENGINE
+    from ocr_core.quantized import DEFAULT_PRECISION, PRECISIONS
+
+    assert OPTIONS["OCR_RECOGNIZER_PRECISION"].choices == PRECISIONS
+    assert OPTIONS["OCR_RECOGNIZER_PRECISION"].default == DEFAULT_PRECISION
 
 
 def test_defaults_and_parsing() -> None:
