@@ -266,3 +266,55 @@ def test_v6_backbone_and_classifier_match_onnxruntime(v6_onnx: Path) -> None:
     _, meta = load_crnn(str(ROOT / "ocr_core" / "weights" / "crnn.pt"))
     keep = classes.kept_classes(list(v6_classes), classes.product_characters())
     assert meta["charset"] == "".join(v6_classes[i] for i in keep[1:])
+
+
+# ---------------------------------------------------------------- quantization-aware fine-tuning
+def test_qat_tunes_through_fake_quantization_resumes_and_writes_the_int8_ranges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`qat`: a few steps on rendered lines (the font renderer replaced by the tests' own) move the
+    CNN's convolutions and the BiLSTM, never the stem or the classifier; an interrupted run resumes;
+    the weights file carries a range for every tensor the int8 graph quantizes, and builds it."""
+    from ocr_core.preprocess import prepare_line_u8
+    from ocr_core.quantized import PW_CONV_COUNT, int8_graph
+    from ocr_core.runtime import recognizer_graph
+    from ocr_core.train import qat
+
+    charset = Charset.from_string(CHARS)
+    torch.manual_seed(0)
+    init = CRNN(CRNNConfig(num_classes=len(charset), hidden=8)).eval()
+    save_crnn(init, str(tmp_path / "init.pt"), {"name": "test", "version": "0", "charset": CHARS}, half=False)
+
+    class Lines:
+        def __init__(self, fonts: Path, ingredients: Path, cs: Charset, seed: int) -> None:
+            self.charset, self.i = cs, seed
+
+        def take(self, n: int) -> list:
+            texts = [TEXTS[(self.i + k) % len(TEXTS)] for k in range(n)]
+            self.i += n
+            got = [(prepare_line_u8(render_line(t, size=24)), self.charset.encode(t)) for t in texts]
+            return sorted(got, key=lambda s: s[0].shape[1])
+
+    monkeypatch.setattr(qat, "Lines", Lines)
+    monkeypatch.setattr(qat, "BATCH", 2)
+    monkeypatch.setattr(qat, "WARM_BATCHES", 1)
+    out = tmp_path / "qat"
+    args = ["--weights", str(tmp_path / "init.pt"), "--fonts", str(tmp_path), "--ingredients", str(tmp_path),
+            "--out", str(out), "--threads", "1", "--lr-cnn", "1e-3", "--lr-neck", "1e-3"]
+    qat.main([*args, "--steps", "2"])
+    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 2
+    qat.main([*args, "--steps", "3"])                  # picks up the checkpoint: one more step
+    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 3
+
+    model, meta = load_crnn(str(out / "crnn.pt"))
+    assert meta["charset"] == CHARS and meta["qat"]["steps"] == 3 and meta["int8"]["convs"] == "pw"
+    ranges = meta["int8"]["ranges"]
+    assert len(ranges) == 2 * PW_CONV_COUNT and all(lo < hi for lo, hi in ranges.values())
+    assert int8_graph(recognizer_graph(model), ranges)
+    moved = [not torch.allclose(a, b, atol=1e-4) for a, b in (
+        (model.backbone.layers[12].expand.conv.weight, init.backbone.layers[12].expand.conv.weight),
+        (model.backbone.layers[13].reduce.conv.weight, init.backbone.layers[13].reduce.conv.weight),
+        (model.rnn.weight_hh_l0, init.rnn.weight_hh_l0))]
+    assert moved == [True, True, True]
+    assert torch.allclose(model.backbone.layers[0].conv1.conv.weight, init.backbone.layers[0].conv1.conv.weight,
+                          atol=1e-3)                   # fp16 as stored
+    assert torch.allclose(model.head.weight, init.head.weight, atol=1e-3)
