@@ -43,10 +43,11 @@ TESSDATA_DIRS = ["/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-oc
 class Ours:
     name = "ours"
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, weights: Path | None = None, precision: str = "auto") -> None:
         from ocr_core import Predictor
 
-        self.p = Predictor.load(threads=threads)
+        self.p = Predictor.load(weights, threads=threads, precision=precision)
+        print(f"ours: {self.p.model_version} ({self.p.precision})", file=sys.stderr)
 
     def line(self, rgb: np.ndarray) -> str:
         return self.p.read(rgb, single_line=True).text
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default="lines,pages")
     p.add_argument("--limit", type=int, default=0, help="at most N items per set and kind")
     p.add_argument("--rotate", default="0", help="pages: also read each turned clockwise by these angles")
+    p.add_argument("--weights", type=Path, help="our recognizer's weights (default: the shipped file)")
+    p.add_argument("--precision", default="auto", help="our first reading's precision (auto, int8, fp32)")
     p.add_argument("--block", type=int, default=20,
                    help="items each engine reads in a row before the next engine takes over (1: alternate per item)")
     args = p.parse_args(argv)
@@ -154,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     engines = []
     for name in args.engines.split(","):
         try:
-            engines.append(ENGINES[name](args.threads))
+            engines.append(Ours(args.threads, args.weights, args.precision) if name == "ours"
+                           else ENGINES[name](args.threads))
         except ImportError as exc:
             print(f"skipping {name}: {exc}", file=sys.stderr)
     items = [it for it in load_items(args.eval_dir, args.sets.split(",")) if it.kind in args.kinds.split(",")]
