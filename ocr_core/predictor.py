@@ -156,7 +156,7 @@ class Predictor:
              detector: str | Path | bool = True, precision: str = DEFAULT_PRECISION) -> "Predictor":
         """`detector`: True for the shipped DB weights, a path for others, False for none;
         `engine`: what runs the recognizer (`ocr_core.runtime.ENGINES`); `precision`: its first
-        reading's (`ocr_core.quantized.PRECISIONS`; "auto" is int8 where it reads as it should)."""
+        reading's (`ocr_core.quantized.PRECISIONS`: int8 needs a weights file with int8 ranges)."""
         path = Path(weights) if weights else DEFAULT_WEIGHTS
         if threads:
             # One intra-op thread per worker process: torch's spinning OpenMP collapses when

@@ -7,12 +7,14 @@ fine-tuning learned (`ocr_core.train.qat`): per tensor, u8 with a zero point, fo
 convolution's input and output; weights s8, symmetric per output channel over [-127, 127], taken
 from the weights themselves. One weights file serves both precisions.
 
-Why only the pw convolutions: on a CPU with VNNI they are most of the CNN's time and run at
-0.75-0.86x in int8; the stem and the depthwise convolutions gain little and lose accuracy
-(docs/benchmarks.md, "Session 17" and "Session 18"). Why VNNI only (`Precision` "auto"): without it
-onnxruntime's u8 x s8 kernels sum pairs of products in 16 bits with saturation, so the same graph
-reads differently there; a reading is tied to its precision through the model version either way
-(`precision_tag`).
+Why only the pw convolutions: on a CPU with VNNI the graph with them in int8 runs at 0.75-0.86x
+the fp32 time; every convolution in int8 ran at ~0.70x but read clearly worse (post-training: 168
+held-out errors against 152 and fp32's 148; docs/benchmarks.md, "Session 17" and "Session 18").
+Why "auto" asks for VNNI: without it the u8 x s8 instruction onnxruntime uses (AVX2's) sums
+pairs of products in 16 bits with saturation, so the same graph may read differently there, and
+no such CPU was measured; a reading is tied to its
+precision and CPU kind through the model version either way (`precision_tag`). The default is fp32:
+no weights file yet passed the checks for int8 to be the default ("Session 18").
 """
 from __future__ import annotations
 

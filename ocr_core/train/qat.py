@@ -6,9 +6,10 @@ exponential moving average of each batch's min/max) and its weights per output c
 symmetric over [-127, 127]); in a mixer block the residual reads the quantized input too, as the
 QDQ graph's `Add` does. The model then learns to read through that rounding, distilled from itself
 in fp32 (the teacher, in onnxruntime): per frame KL(teacher ‖ student) over the classifier + 2 x
-MSE to the teacher's 120-d vector + 0.2 x CTC on the true text, as `distill` does; synthetic lines
-(`render`, 15 % clipped as by a picture's edge), batches of 16 of similar width. Trained: the CNN
-after its stem, the BiLSTM and the projection; the stem (never quantized) and the classifier stay.
+MSE to the teacher's 120-d vector + 0.2 x CTC on the true text (`--ctc-weight`), as `distill`
+does; synthetic lines (`render`, 15 % clipped as by a picture's edge), batches of 16 of similar
+width. Trained: the CNN after its stem, the BiLSTM and the projection; the stem (never quantized)
+and the classifier stay.
 After `--freeze-at` of the steps the ranges stop moving, so the last steps fit the ranges shipped.
 
 It writes OUT/ckpt.pt (resumable: model with its observers, optimizer, step) every few minutes and
