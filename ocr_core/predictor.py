@@ -18,7 +18,7 @@ from ocr_core.lines import TextLine, crop_line, find_lines, whole_image_line
 from ocr_core.model import CRNN, load_crnn
 from ocr_core.orientation import boxes_run_down, lines_run_down, to_upload, turn
 from ocr_core.preprocess import batch_lines, batch_width, prepare_line, stretch_width, to_rgb_array
-from ocr_core.quantized import DEFAULT_PRECISION, precision_tag, resolve_precision
+from ocr_core.quantized import DEFAULT_PRECISION, cpu_has_vnni, precision_tag, resolve_precision
 from ocr_core.runtime import DEFAULT_ENGINE, LineRunner, make_runner
 from ocr_core.skew import deskew as deskewed
 from ocr_core.skew import estimate_skew
@@ -172,8 +172,9 @@ class Predictor:
         version = f"{meta.get('version', 'dev')}.{PIPELINE_VERSION}-{digest}"
         ranges = meta.get("int8", {}).get("ranges")
         # int8 readings differ from fp32 ones (and between CPUs): the precision is in the version.
-        precision = resolve_precision(precision, engine, ranges is not None)
-        version += precision_tag(precision)
+        vnni = cpu_has_vnni()                     # read once: both the choice and the tag need it
+        precision = resolve_precision(precision, engine, ranges is not None, vnni=vnni)
+        version += precision_tag(precision, vnni=vnni)
         det = None
         if detector:
             det_data = (DEFAULT_DETECTOR_WEIGHTS if detector is True else Path(detector)).read_bytes()

@@ -31,7 +31,9 @@ import math
 import random
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,6 +113,29 @@ def ctc_feasible(labels: list[int], steps: int) -> bool:
 
 
 # -------------------------------------------------------------------------------------- features
+def draw_line(sampler: Callable[[], str], renderer: Any, charset: Charset, clip_rng: random.Random,
+              clip: float, clip_keep: tuple[float, float], max_width: int
+              ) -> tuple[np.ndarray, list[int], str, float] | None:
+    """One synthetic training line: (48 x W x 3 uint8 as inference prepares it, label ids, text,
+    whether the teacher's targets count: 0.0 when it was clipped, with probability `clip`), or
+    None when it cannot serve (not rendered, not encodable, wider than `max_width`, too many
+    characters for its CTC steps)."""
+    text = sampler()
+    crop = renderer.render(text)
+    labels = encode_label(text, charset)
+    if crop is None or labels is None:
+        return None
+    kd = 1.0
+    if clip and clip_rng.random() < clip:
+        crop, kd = clip_line(crop, clip_rng, clip_keep), 0.0
+        if crop is None:
+            return None
+    u8 = prepare_line_u8(crop)
+    if u8.shape[1] > max_width or not ctc_feasible(labels, steps_for_width(u8.shape[1])):
+        return None
+    return u8, labels, text, kd
+
+
 def make_features(args: argparse.Namespace) -> None:
     from ocr_core.train.convert_ppocr_v6 import TeacherSession, v6_classes
     from ocr_core.train.corpus import LineSampler, load_ingredients
@@ -134,20 +159,9 @@ def make_features(args: argparse.Namespace) -> None:
     while (args.lines == 0 or made < args.lines) and time.monotonic() - t0 < args.run_s:
         pending: list[tuple[np.ndarray, list[int], str, float]] = []
         while len(pending) < 4 * args.batch:
-            text = sampler()
-            crop = renderer.render(text)
-            labels = encode_label(text, charset)
-            if crop is None or labels is None:
-                continue
-            kd = 1.0           # whether the teacher's targets count for this line
-            if args.clip and clip_rng.random() < args.clip:
-                crop, kd = clip_line(crop, clip_rng, args.clip_keep), 0.0
-                if crop is None:
-                    continue
-            u8 = prepare_line_u8(crop)
-            if u8.shape[1] > args.max_width or not ctc_feasible(labels, steps_for_width(u8.shape[1])):
-                continue
-            pending.append((u8, labels, text, kd))
+            line = draw_line(sampler, renderer, charset, clip_rng, args.clip, args.clip_keep, args.max_width)
+            if line is not None:
+                pending.append(line)
         pending.sort(key=lambda s: s[0].shape[1])
         shard: dict[str, list] = {"feats": [], "pre": [], "top": [], "steps": [], "labels": [], "texts": [],
                                   "kd": []}

@@ -38,13 +38,12 @@ from torch.nn import functional as F
 
 from ocr_core.charset import Charset
 from ocr_core.model import CRNN, Downsample, MixerBlock, load_crnn, save_crnn
-from ocr_core.preprocess import batch_lines, prepare_line_u8, steps_for_width, to_model_input
+from ocr_core.preprocess import batch_lines, to_model_input
 from ocr_core.quantized import PW_CONV_COUNT, range_key
 from ocr_core.runtime import export_onnx, onnx_session
 from ocr_core.train import TEXT_CHARSET
 from ocr_core.train.corpus import LineSampler, load_ingredients
-from ocr_core.train.distill import (CLIP_KEEP, CTC_WEIGHT, MSE_WEIGHT, clip_line, ctc_feasible, encode_label,
-                                    lr_at, student_sequence)
+from ocr_core.train.distill import CLIP_KEEP, CTC_WEIGHT, MSE_WEIGHT, draw_line, lr_at, student_sequence
 from ocr_core.train.render import LineRenderer, load_faces
 
 logger = logging.getLogger(__name__)
@@ -172,19 +171,10 @@ class Lines:
         """n lines (48 x W x 3 uint8, label ids), narrowest first."""
         got: list[tuple[np.ndarray, list[int]]] = []
         while len(got) < n:
-            text = self.sampler()
-            crop = self.renderer.render(text)
-            labels = encode_label(text, self.charset)
-            if crop is None or labels is None:
-                continue
-            if self.clip_rng.random() < CLIP_SHARE:
-                crop = clip_line(crop, self.clip_rng, CLIP_KEEP)
-                if crop is None:
-                    continue
-            u8 = prepare_line_u8(crop)
-            if u8.shape[1] > MAX_WIDTH or not ctc_feasible(labels, steps_for_width(u8.shape[1])):
-                continue
-            got.append((u8, labels))
+            line = draw_line(self.sampler, self.renderer, self.charset, self.clip_rng, CLIP_SHARE, CLIP_KEEP,
+                             MAX_WIDTH)
+            if line is not None:
+                got.append(line[:2])
         got.sort(key=lambda s: s[0].shape[1])
         return got
 
