@@ -17,7 +17,6 @@ ocr_core.train.fonts --out DIR`, `python -m ocr_core.train.corpus --out FILE`, o
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from pathlib import Path
 
@@ -27,31 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ocr_core import Predictor  # noqa: E402
-from ocr_core.charset import Charset  # noqa: E402
 from ocr_core.evaluate import char_errors  # noqa: E402
-from ocr_core.train import TEXT_CHARSET  # noqa: E402
-from ocr_core.train.corpus import LineSampler, load_ingredients  # noqa: E402
-from ocr_core.train.distill import share_range, clip_line  # noqa: E402
-from ocr_core.train.render import LineRenderer, load_faces  # noqa: E402
+from ocr_core.train.distill import share_range, synthetic_lines  # noqa: E402
 
 
 def held_out_lines(fonts: Path, ingredients: Path, seed: int, n: int,
                    keep: tuple[float, float] | None) -> list[tuple[np.ndarray, str]]:
     """n rendered (and, with `keep`, clipped) lines from the training sampler and renderer."""
-    sampler = LineSampler(load_ingredients(ingredients), Charset.from_file(TEXT_CHARSET), seed)
-    renderer = LineRenderer(load_faces(fonts), seed)
-    clip_rng = random.Random(seed * 7919 + 1)
-    lines: list[tuple[np.ndarray, str]] = []
-    while len(lines) < n:
-        text = sampler()
-        if not text.strip():
-            continue
-        crop = renderer.render(text)
-        if crop is not None and keep is not None:
-            crop = clip_line(crop, clip_rng, keep)
-        if crop is not None:
-            lines.append((crop, text))
-    return lines
+    return synthetic_lines(fonts, ingredients, seed, n, keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,6 +91,30 @@ def clip_line(crop: np.ndarray, rng: random.Random,
     return crop[:top + keep]                              # the bottom is gone
 
 
+def synthetic_lines(fonts: Path, ingredients: Path, seed: int, n: int,
+                    keep: tuple[float, float] | None = None) -> list[tuple[np.ndarray, str]]:
+    """n lines (crop, text) from the training sampler and renderer of `seed`, each clipped
+    (`clip_line`, a share in `keep` of its ink kept) when `keep` is given: the held-out lines
+    of the benches, and the lines int8 ranges are calibrated on (`ocr_core.train.calibrate`)."""
+    from ocr_core.train.corpus import LineSampler, load_ingredients
+    from ocr_core.train.render import LineRenderer, load_faces
+
+    sampler = LineSampler(load_ingredients(ingredients), Charset.from_file(TEXT_CHARSET), seed)
+    renderer = LineRenderer(load_faces(fonts), seed)
+    clip_rng = random.Random(seed * 7919 + 1)
+    lines: list[tuple[np.ndarray, str]] = []
+    while len(lines) < n:
+        text = sampler()
+        if not text.strip():
+            continue
+        crop = renderer.render(text)
+        if crop is not None and keep is not None:
+            crop = clip_line(crop, clip_rng, keep)
+        if crop is not None:
+            lines.append((crop, text))
+    return lines
+
+
 # ---------------------------------------------------------------------------------------- labels
 def encode_label(text: str, charset: Charset) -> list[int] | None:
     """Class ids of text; a character the classes lack is tried in NFKC form (full-width ＄ → $);

@@ -123,3 +123,55 @@ def test_fake_quantization_computes_what_the_int8_graph_computes(predictor: Pred
         fake = model.backbone.layers[:2](torch.from_numpy(x)).numpy()
         fp32 = predictor.model.backbone.layers[:2](torch.from_numpy(x)).numpy()
     assert np.abs(fake - got).mean() < 0.1 * np.abs(fake - fp32).mean()
+
+
+def test_calibrated_ranges_are_each_pw_convolutions_own_min_and_max(predictor: Predictor, tmp_path: Path) -> None:
+    """Post-training ranges (`ocr_core.train.calibrate`): each named range is the min and max of that
+    convolution's input or output over the lines (torch's own tensors, caught by hooks), and the
+    calibrated copy of the weights reads in fp32 exactly as the original and in int8 correctly."""
+    from ocr_core.model import MixerBlock
+    from ocr_core.quantized import range_key
+    from ocr_core.train.calibrate import pw_ranges, write_calibrated
+
+    texts = ("发票代码 144031", "Total 1,280.00", "收货地址：上海市浦东新区")
+    crops = [render_line(t, size=32) for t in texts]
+    ranges = pw_ranges(predictor.model, crops)
+    assert len(ranges) == 2 * PW_CONV_COUNT
+
+    seen: dict[str, list[float]] = {}
+
+    def hook(key: str):
+        def record(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            for end, t in (("in", inputs[0]), ("out", output)):
+                lo, hi = seen.get(f"{key}/{end}", [np.inf, -np.inf])
+                seen[f"{key}/{end}"] = [min(lo, float(t.min())), max(hi, float(t.max()))]
+        return record
+
+    handles = []
+    for i, block in enumerate(predictor.model.backbone.layers):
+        names = ("expand", "reduce") if isinstance(block, MixerBlock) else ("pw1", "pw2")
+        for name in names:
+            if hasattr(block, name):
+                handles.append(getattr(block, name).conv.register_forward_hook(hook(range_key(i, name, "")[:-1])))
+    try:
+        with torch.no_grad():
+            for crop in crops:
+                x, _ = batch_lines([prepare_line(crop)])
+                predictor.model.features(torch.from_numpy(x))
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen.keys() == ranges.keys()
+    for key, (lo, hi) in ranges.items():
+        assert lo < hi
+        np.testing.assert_allclose([lo, hi], seen[key], rtol=1e-3, atol=1e-3, err_msg=key)
+
+    path = tmp_path / "calibrated.pt"
+    write_calibrated(DEFAULT_WEIGHTS, path, ranges, how="test")
+    state, meta = read_weights(str(path))
+    original, _ = read_weights(str(DEFAULT_WEIGHTS))
+    assert all(torch.equal(state[k], original[k]) for k in original) and state.keys() == original.keys()
+    assert meta["int8"]["ranges"] == ranges
+    int8 = Predictor.load(path, detector=False, precision="int8")
+    for text in ("订单号 20261203 已支付", "Invoice No. 4821, total $96.40"):
+        assert int8.read(render_line(text, size=32), single_line=True).text == text
