@@ -27,6 +27,10 @@ from ocr_core.words import Word, apply, polygon_and_box, translation, word_boxes
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "crnn.pt"
+# The same model fine-tuned to read through int8 rounding (`ocr_core.train.qat`), with its
+# activation ranges: what the first reading runs when its precision resolves to int8 and no other
+# weights were named. DEFAULT_WEIGHTS serves fp32 (docs/benchmarks.md, "Session 19").
+DEFAULT_INT8_WEIGHTS = DEFAULT_WEIGHTS.with_name("crnn-int8.pt")
 # Lines are run in batches of similar width; a batch is capped in total input columns so padding
 # and memory stay bounded on pages with many long lines.
 MAX_BATCH_COLUMNS = 16_000
@@ -147,6 +151,7 @@ class Predictor:
         self.charset = charset
         self.model_name = name
         self.model_version = version
+        self.weights_path: Path | None = None           # the file `load` read, when it read one
         # Photos (labels, tickets, signs) go to the learned detector; without one every page takes
         # the classical finder.
         self.detector = detector
@@ -156,8 +161,14 @@ class Predictor:
              detector: str | Path | bool = True, precision: str = DEFAULT_PRECISION) -> "Predictor":
         """`detector`: True for the shipped DB weights, a path for others, False for none;
         `engine`: what runs the recognizer (`ocr_core.runtime.ENGINES`); `precision`: its first
-        reading's (`ocr_core.quantized.PRECISIONS`: int8 needs a weights file with int8 ranges)."""
+        reading's (`ocr_core.quantized.PRECISIONS`: int8 needs a weights file with int8 ranges).
+        Without `weights`, an int8 reading loads `DEFAULT_INT8_WEIGHTS`, an fp32 one
+        `DEFAULT_WEIGHTS`."""
+        vnni = cpu_has_vnni()                     # read once: the file, the precision and the tag need it
         path = Path(weights) if weights else DEFAULT_WEIGHTS
+        if not weights and DEFAULT_INT8_WEIGHTS.exists() and \
+                resolve_precision(precision, engine, has_ranges=True, vnni=vnni) == "int8":
+            path = DEFAULT_INT8_WEIGHTS
         if threads:
             # One intra-op thread per worker process: torch's spinning OpenMP collapses when
             # several busy processes share the cores (docs/facts.md §6).
@@ -172,7 +183,6 @@ class Predictor:
         version = f"{meta.get('version', 'dev')}.{PIPELINE_VERSION}-{digest}"
         ranges = meta.get("int8", {}).get("ranges")
         # int8 readings differ from fp32 ones (and between CPUs): the precision is in the version.
-        vnni = cpu_has_vnni()                     # read once: both the choice and the tag need it
         precision = resolve_precision(precision, engine, ranges is not None, vnni=vnni)
         version += precision_tag(precision, vnni=vnni)
         det = None
@@ -183,8 +193,10 @@ class Predictor:
             # cache key namespace upstream).
             version += "-db" + hashlib.sha256(det_data).hexdigest()[:8]
         logger.info("model loaded path=%s version=%s ms=%.0f", path, version, (time.perf_counter() - t0) * 1e3)
-        return cls(model, charset, name=meta.get("name", "crnn"), version=version, engine=engine,
-                   threads=threads, detector=det, int8_ranges=ranges if precision == "int8" else None)
+        predictor = cls(model, charset, name=meta.get("name", "crnn"), version=version, engine=engine,
+                        threads=threads, detector=det, int8_ranges=ranges if precision == "int8" else None)
+        predictor.weights_path = path
+        return predictor
 
     def warm_up(self) -> None:
         """Run one small page through every stage: the first real request then pays no one-off

@@ -13,8 +13,10 @@ held-out errors against 152 and fp32's 148; docs/benchmarks.md, "Session 17" and
 Why "auto" asks for VNNI: without it the u8 x s8 instruction onnxruntime uses (AVX2's) sums
 pairs of products in 16 bits with saturation, so the same graph may read differently there, and
 no such CPU was measured; a reading is tied to its
-precision and CPU kind through the model version either way (`precision_tag`). The default is fp32:
-no weights file yet passed the checks for int8 to be the default ("Session 18").
+precision and CPU kind through the model version either way (`precision_tag`). The default is
+"auto": the shipped int8 weights (`ocr_core.predictor.DEFAULT_INT8_WEIGHTS`, fine-tuned for it)
+passed every check written for them on held-out lines and pages and the dev sets, and read lines
+faster than fp32 (docs/benchmarks.md, "Session 19"); without VNNI the fp32 weights are read.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "int8", "fp32")
-DEFAULT_PRECISION = "fp32"
+DEFAULT_PRECISION = "auto"
 PW_CONVS = ("expand", "reduce", "pw1", "pw2")    # the 1x1 convolutions quantized, by module name
 PW_CONV_COUNT = 26                               # 11 mixer blocks x 2 + 2 downsamples x 2
 

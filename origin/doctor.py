@@ -177,8 +177,10 @@ def check_model(env: Mapping[str, str], load: bool = True) -> Check:
         seconds = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - any load failure is the finding
         return Check("model", FAIL, f"the weights {path} do not load: {type(exc).__name__}: {exc}")
-    return Check("model", OK, f"{predictor.model_name} {predictor.model_version} loaded from {path} "
-                              f"({size_mb:.1f} MB) in {seconds:.1f} s")
+    # Without OCR_MODEL_PATH the precision picks the shipped file (crnn.pt or crnn-int8.pt).
+    loaded = predictor.weights_path or path
+    return Check("model", OK, f"{predictor.model_name} {predictor.model_version} ({predictor.precision}) "
+                              f"loaded from {loaded} ({loaded.stat().st_size / 1e6:.1f} MB) in {seconds:.1f} s")
 
 
 def _load_render() -> ModuleType | None:

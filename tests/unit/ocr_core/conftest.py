@@ -8,6 +8,14 @@ from ocr_core import Predictor
 
 @pytest.fixture(scope="session")
 def predictor() -> Predictor:
-    """The shipped weights, loaded (and traced) once for every test that reads with them; the
-    predictor keeps no state between reads."""
+    """The shipped weights as the product loads them (on a CPU with VNNI: crnn-int8.pt, its first
+    reading in int8), loaded once for every test that reads with them; the predictor keeps no
+    state between reads."""
     return Predictor.load()
+
+
+@pytest.fixture(scope="session")
+def fp32_predictor() -> Predictor:
+    """The shipped fp32 weights (crnn.pt) read in fp32: what the tests of the pipeline's
+    mechanisms compare with the eager torch module, or were built on."""
+    return Predictor.load(precision="fp32")

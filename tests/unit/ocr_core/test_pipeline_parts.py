@@ -146,11 +146,15 @@ def test_save_load_round_trip_in_fp16(tmp_path) -> None:
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
 
 
-def test_shipped_weights_are_fp16_small_and_a_crnn(shipped) -> None:
-    assert DEFAULT_WEIGHTS.stat().st_size <= 20 * 1024 * 1024
-    state = torch.load(DEFAULT_WEIGHTS, weights_only=True)["state_dict"]
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_shipped_weights_are_fp16_small_and_a_crnn(int8: bool) -> None:
+    from ocr_core.predictor import DEFAULT_INT8_WEIGHTS
+
+    path = DEFAULT_INT8_WEIGHTS if int8 else DEFAULT_WEIGHTS
+    assert path.stat().st_size <= 20 * 1024 * 1024
+    state = torch.load(path, weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
-    model, _ = shipped
+    model, _ = load_crnn(str(path))
     # A CRNN: convolutions, then a recurrent sequence model (a BiLSTM), then linear layers; no
     # attention anywhere.
     assert isinstance(model.rnn, torch.nn.LSTM) and model.rnn.bidirectional and model.rnn.num_layers == 2

@@ -89,10 +89,10 @@ def test_the_int8_graph_quantizes_exactly_the_pw_convolutions(predictor: Predict
 def test_a_weights_file_with_ranges_reads_in_int8_under_its_own_version(
         predictor: Predictor, observed, tmp_path: Path) -> None:
     _, meta = read_weights(str(DEFAULT_WEIGHTS))
-    assert "int8" not in meta                    # the shipped file: fp32 only, whatever is asked
-    assert Predictor.load(detector=False, precision="auto").precision == "fp32"
+    assert "int8" not in meta                    # the fp32 file: fp32 only, whatever is asked
     with pytest.raises(ValueError, match="int8 needs"):
-        Predictor.load(detector=False, precision="int8")
+        Predictor.load(DEFAULT_WEIGHTS, detector=False, precision="int8")
+    assert Predictor.load(DEFAULT_WEIGHTS, detector=False, precision="auto").precision == "fp32"
     path = tmp_path / "crnn-int8.pt"
     write_weights(predictor.model, str(path), {**meta, "int8": {"convs": "pw", "ranges": observed[1]}})
     int8 = Predictor.load(path, detector=False, precision="int8")
@@ -106,6 +106,37 @@ def test_a_weights_file_with_ranges_reads_in_int8_under_its_own_version(
     # the int8 graph really runs: the same line, other log-probabilities
     x, _ = batch_lines([prepare_line(crop)])
     assert not np.allclose(int8.runner(x)[1], fp32.runner(x)[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_without_named_weights_int8_reads_the_int8_file_and_fp32_the_other(
+        vnni: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped pair: crnn.pt (fp32) and crnn-int8.pt (fine-tuned for int8, with its ranges);
+    which one a predictor loads follows the precision it resolves to, and the version names it."""
+    import hashlib
+
+    import ocr_core.predictor as predictor_module
+    from ocr_core.predictor import DEFAULT_INT8_WEIGHTS
+
+    _, meta = read_weights(str(DEFAULT_INT8_WEIGHTS))
+    assert len(meta["int8"]["ranges"]) == 2 * PW_CONV_COUNT
+    monkeypatch.setattr(predictor_module, "cpu_has_vnni", lambda: vnni)
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+    auto = Predictor.load(detector=False, precision="auto")
+    assert auto.precision == ("int8" if vnni else "fp32")
+    assert digest(DEFAULT_INT8_WEIGHTS if vnni else DEFAULT_WEIGHTS) in auto.model_version
+    assert auto.model_version.endswith("-i8v" if vnni else digest(DEFAULT_WEIGHTS))
+    int8 = Predictor.load(detector=False, precision="int8")
+    assert int8.precision == "int8" and digest(DEFAULT_INT8_WEIGHTS) in int8.model_version
+    assert int8.model_version.endswith(precision_tag("int8", vnni=vnni))
+    for kwargs in ({"precision": "fp32"}, {"precision": "auto", "engine": "torch"}):
+        other = Predictor.load(detector=False, **kwargs)
+        assert other.precision == "fp32" and other.model_version.endswith(digest(DEFAULT_WEIGHTS))
+    for text in ("增值税专用发票 No. 4821", "收货地址：上海市浦东新区（东方路）"):
+        assert int8.read(render_line(text, size=32), single_line=True).text == text
 
 
 def test_fake_quantization_computes_what_the_int8_graph_computes(predictor: Predictor, observed) -> None:

@@ -88,8 +88,16 @@ def test_cli_exit_code_and_json(healthy_env: dict[str, str], monkeypatch: pytest
 
 
 def test_model_is_loaded_and_a_corrupt_file_is_named(tmp_path: Path) -> None:
+    from ocr_core.predictor import DEFAULT_INT8_WEIGHTS, DEFAULT_WEIGHTS
+    from ocr_core.quantized import cpu_has_vnni
+
     shipped = doctor.check_model({}, load=True)
     assert shipped.status == "ok" and "loaded from" in shipped.detail, shipped.detail
+    # it names the file the precision picked: the int8 weights on a CPU with VNNI
+    picked = DEFAULT_INT8_WEIGHTS if cpu_has_vnni() else DEFAULT_WEIGHTS
+    assert f"loaded from {picked} (" in shipped.detail, shipped.detail
+    fp32 = doctor.check_model({"OCR_RECOGNIZER_PRECISION": "fp32"}, load=True)
+    assert f"(fp32) loaded from {DEFAULT_WEIGHTS} (" in fp32.detail, fp32.detail
     corrupt = tmp_path / "crnn.pt"
     corrupt.write_bytes(b"this is not a torch checkpoint")
     check = doctor.check_model({"OCR_MODEL_PATH": str(corrupt)}, load=True)
