@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
               ["--version", args.version, "--warm", str(prev / "ckpt.pt"), "--lr", str(sched.lr),
                "--seed", str(sched.trainer_seed), "--min-pool", "1500"], out, sched.seconds)
     shipped = work / "crnn.pt"
-    if not shipped.exists():
-        run(py, "-m", "ocr_core.train.classes", "--weights", str(out / "crnn.pt"), "--out", str(shipped))
+    run(py, "-m", "ocr_core.train.classes", "--weights", str(out / "crnn.pt"), "--out", str(shipped))
     int8 = work / "qat" / "crnn.pt"
     if not int8.exists():
         run(py, "-m", "ocr_core.train.qat", "--weights", str(shipped), "--fonts", str(fonts),

@@ -1,7 +1,9 @@
 """The int8 first reading: which precision runs where, the version that names it, the graph built
 from a weights file's ranges, and that torch's fake quantization (what QAT trains through) computes
-what onnxruntime's int8 graph computes. Ranges here are observed on a few rendered lines (what
-`ocr_core.train.qat` starts from; the shipped weights carry none, docs/benchmarks.md "Session 18")."""
+what onnxruntime's int8 graph computes; which shipped file each precision reads (crnn.pt carries
+no ranges, crnn-int8.pt does: docs/benchmarks.md "Session 19"). Ranges in the other tests are
+observed on a few rendered lines (what `ocr_core.train.qat` starts from) or calibrated
+(`ocr_core.train.calibrate`)."""
 from __future__ import annotations
 
 import copy
