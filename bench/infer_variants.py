@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=120)
     args = p.parse_args(argv)
 
-    pred = Predictor.load(threads=args.threads, detector=False)
+    pred = Predictor.load(threads=args.threads, detector=False, precision="fp32")  # crnn.pt
     model = pred.model
     items = [it for it in load_items(args.eval_dir, ["real", "render"]) if it.kind == "lines"]
     items = items[:: max(1, len(items) // args.n)][: args.n]

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    predictor = Predictor.load(threads=args.threads, detector=False)
+    predictor = Predictor.load(threads=args.threads, detector=False, precision="fp32")  # crnn.pt
     base = predictor.runner
     if not isinstance(base, OnnxRunner):
         raise SystemExit("needs the onnxruntime engine")

@@ -81,7 +81,7 @@ class Engine:
 
 
 def ours(threads: int) -> Engine:
-    predictor = Predictor.load(threads=threads, detector=False)
+    predictor = Predictor.load(threads=threads, detector=False, precision="fp32")  # the fp32 graph (crnn.pt)
     runner = predictor.runner
     if not isinstance(runner, OnnxRunner):
         raise SystemExit("needs the onnxruntime engine")

@@ -166,9 +166,13 @@ class Predictor:
         `DEFAULT_WEIGHTS`."""
         vnni = cpu_has_vnni()                     # read once: the file, the precision and the tag need it
         path = Path(weights) if weights else DEFAULT_WEIGHTS
-        if not weights and DEFAULT_INT8_WEIGHTS.exists() and \
-                resolve_precision(precision, engine, has_ranges=True, vnni=vnni) == "int8":
-            path = DEFAULT_INT8_WEIGHTS
+        if not weights and resolve_precision(precision, engine, has_ranges=True, vnni=vnni) == "int8":
+            if DEFAULT_INT8_WEIGHTS.exists():
+                path = DEFAULT_INT8_WEIGHTS
+            elif precision == "int8":
+                raise FileNotFoundError(f"the shipped int8 weights {DEFAULT_INT8_WEIGHTS} are missing")
+            else:
+                logger.warning("the shipped int8 weights %s are missing: reading in fp32", DEFAULT_INT8_WEIGHTS)
         if threads:
             # One intra-op thread per worker process: torch's spinning OpenMP collapses when
             # several busy processes share the cores (docs/facts.md §6).

@@ -3,9 +3,12 @@ and reduce, the downsamples' pw1 and pw2, "pw") run as onnxruntime QDQ int8, the
 
 The graph is built at load time from the fp32 export (`ocr_core.runtime.recognizer_graph`) and the
 activation ranges stored in the weights file (`meta["int8"]["ranges"]`), which quantization-aware
-fine-tuning learned (`ocr_core.train.qat`): per tensor, u8 with a zero point, for each pw
-convolution's input and output; weights s8, symmetric per output channel over [-127, 127], taken
-from the weights themselves. One weights file serves both precisions.
+fine-tuning learned (`ocr_core.train.qat`) or post-training calibration measured
+(`ocr_core.train.calibrate`): per tensor, u8 with a zero point, for each pw convolution's input
+and output; weights s8, symmetric per output channel over [-127, 127], taken from the weights
+themselves. The product ships two files: `crnn.pt`, read in fp32, and `crnn-int8.pt`, the same
+model fine-tuned to read through int8 rounding, read when the precision resolves to int8
+(`ocr_core.predictor.DEFAULT_INT8_WEIGHTS`).
 
 Why only the pw convolutions: on a CPU with VNNI the graph with them in int8 runs at 0.75-0.86x
 the fp32 time; every convolution in int8 ran at ~0.70x but read clearly worse (post-training: 168

@@ -61,7 +61,7 @@ def pw_ranges(model: CRNN, crops: Iterable[np.ndarray], *, threads: int = 1) -> 
         count += 1
     if not count:
         raise ValueError("no calibration lines")
-    out = {}
+    out: dict[str, list[float]] = {}
     for key, (_node, t_in, t_out) in convs.items():
         out[f"{key}/in"] = [lo[t_in], hi[t_in]]
         out[f"{key}/out"] = [lo[t_out], hi[t_out]]

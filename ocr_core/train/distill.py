@@ -96,6 +96,7 @@ def synthetic_lines(fonts: Path, ingredients: Path, seed: int, n: int,
     """n lines (crop, text) from the training sampler and renderer of `seed`, each clipped
     (`clip_line`, a share in `keep` of its ink kept) when `keep` is given: the held-out lines
     of the benches, and the lines int8 ranges are calibrated on (`ocr_core.train.calibrate`)."""
+    # Imported here, as in `make_features`: only what renders lines needs the corpus and the fonts.
     from ocr_core.train.corpus import LineSampler, load_ingredients
     from ocr_core.train.render import LineRenderer, load_faces
 

@@ -7,6 +7,7 @@ observed on a few rendered lines (what `ocr_core.train.qat` starts from) or cali
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,12 @@ def test_precision_auto_is_int8_only_where_it_reads_as_measured() -> None:
 
 
 @pytest.fixture(scope="module")
-def observed(predictor: Predictor) -> tuple[torch.nn.Module, dict[str, list[float]], np.ndarray]:
+def observed(fp32_predictor: Predictor) -> tuple[torch.nn.Module, dict[str, list[float]], np.ndarray]:
     """The shipped model fake-quantized, its ranges observed on rendered lines, then frozen; and
     those lines as a batch."""
     from ocr_core.train.qat import activation_ranges, fake_quantized, set_observers
 
-    model = fake_quantized(copy.deepcopy(predictor.model)).train()
+    model = fake_quantized(copy.deepcopy(fp32_predictor.model)).train()
     texts = ("发票代码 144031", "Total 1,280.00", "收货地址：上海市浦东新区", "Invoice No. 4821")
     x, _ = batch_lines([prepare_line(render_line(t, size=32)) for t in texts])
     with torch.no_grad():
@@ -68,10 +69,10 @@ def observed(predictor: Predictor) -> tuple[torch.nn.Module, dict[str, list[floa
     return model.eval(), activation_ranges(model), x
 
 
-def test_the_int8_graph_quantizes_exactly_the_pw_convolutions(predictor: Predictor, observed) -> None:
+def test_the_int8_graph_quantizes_exactly_the_pw_convolutions(fp32_predictor: Predictor, observed) -> None:
     _, ranges, _ = observed
     assert len(ranges) == 2 * PW_CONV_COUNT
-    graph = onnx.load_from_string(int8_graph(recognizer_graph(predictor.model), ranges))
+    graph = onnx.load_from_string(int8_graph(recognizer_graph(fp32_predictor.model), ranges))
     produced_by = {out: n for n in graph.graph.node for out in n.output}
 
     def dequantized(name: str) -> bool:
@@ -82,21 +83,21 @@ def test_the_int8_graph_quantizes_exactly_the_pw_convolutions(predictor: Predict
     assert quantized == {name for name, _, _ in pw_conv_tensors(graph).values()}
     assert len(quantized) == PW_CONV_COUNT
     # a graph whose convolutions are not named as the exporter names them is refused
-    renamed = onnx.load_from_string(recognizer_graph(predictor.model))
+    renamed = onnx.load_from_string(recognizer_graph(fp32_predictor.model))
     next(n for n in renamed.graph.node if n.name.endswith("/reduce/conv/Conv")).name = "renamed"
     with pytest.raises(ValueError, match="expected 26 pw convolutions in the graph, found 25"):
         int8_graph(renamed.SerializeToString(), ranges)
 
 
 def test_a_weights_file_with_ranges_reads_in_int8_under_its_own_version(
-        predictor: Predictor, observed, tmp_path: Path) -> None:
+        fp32_predictor: Predictor, observed, tmp_path: Path) -> None:
     _, meta = read_weights(str(DEFAULT_WEIGHTS))
     assert "int8" not in meta                    # the fp32 file: fp32 only, whatever is asked
     with pytest.raises(ValueError, match="int8 needs"):
         Predictor.load(DEFAULT_WEIGHTS, detector=False, precision="int8")
     assert Predictor.load(DEFAULT_WEIGHTS, detector=False, precision="auto").precision == "fp32"
     path = tmp_path / "crnn-int8.pt"
-    write_weights(predictor.model, str(path), {**meta, "int8": {"convs": "pw", "ranges": observed[1]}})
+    write_weights(fp32_predictor.model, str(path), {**meta, "int8": {"convs": "pw", "ranges": observed[1]}})
     int8 = Predictor.load(path, detector=False, precision="int8")
     fp32 = Predictor.load(path, detector=False, precision="fp32")
     assert int8.precision == "int8" and fp32.precision == "fp32"
@@ -141,24 +142,36 @@ def test_without_named_weights_int8_reads_the_int8_file_and_fp32_the_other(
         assert int8.read(render_line(text, size=32), single_line=True).text == text
 
 
-def test_fake_quantization_computes_what_the_int8_graph_computes(predictor: Predictor, observed) -> None:
+def test_a_missing_int8_file_is_named_or_read_around(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked for int8 without its file: a clear error; `auto` reads the fp32 file instead."""
+    import ocr_core.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "DEFAULT_INT8_WEIGHTS", tmp_path / "crnn-int8.pt")
+    monkeypatch.setattr(predictor_module, "cpu_has_vnni", lambda: True)
+    with pytest.raises(FileNotFoundError, match="int8 weights .* are missing"):
+        Predictor.load(detector=False, precision="int8")
+    auto = Predictor.load(detector=False, precision="auto")
+    assert auto.precision == "fp32" and auto.weights_path == DEFAULT_WEIGHTS
+
+
+def test_fake_quantization_computes_what_the_int8_graph_computes(fp32_predictor: Predictor, observed) -> None:
     """What QAT trains through is what onnxruntime runs: after the first mixer block the fake-
     quantized torch model and the int8 graph (built from its ranges) agree far more closely than
     either agrees with fp32 (later blocks drift apart: a value on a rounding boundary goes one way
     or the other, and its neighbours follow)."""
     model, ranges, x = observed
-    graph = onnx.load_from_string(int8_graph(recognizer_graph(predictor.model), ranges))
+    graph = onnx.load_from_string(int8_graph(recognizer_graph(fp32_predictor.model), ranges))
     block1 = "/layers/layers.1/Add_output_0"
     assert any(block1 in n.output for n in graph.graph.node)
     graph.graph.output.append(onnx.helper.make_tensor_value_info(block1, onnx.TensorProto.FLOAT, None))
     got = onnx_session(graph.SerializeToString(), 1).run([block1], {"x": x})[0]
     with torch.no_grad():
         fake = model.backbone.layers[:2](torch.from_numpy(x)).numpy()
-        fp32 = predictor.model.backbone.layers[:2](torch.from_numpy(x)).numpy()
+        fp32 = fp32_predictor.model.backbone.layers[:2](torch.from_numpy(x)).numpy()
     assert np.abs(fake - got).mean() < 0.1 * np.abs(fake - fp32).mean()
 
 
-def test_calibrated_ranges_are_each_pw_convolutions_own_min_and_max(predictor: Predictor, tmp_path: Path) -> None:
+def test_calibrated_ranges_are_each_pw_convolutions_own_min_and_max(fp32_predictor: Predictor, tmp_path: Path) -> None:
     """Post-training ranges (`ocr_core.train.calibrate`): each named range is the min and max of that
     convolution's input or output over the lines (torch's own tensors, caught by hooks), and the
     calibrated copy of the weights reads in fp32 exactly as the original and in int8 correctly."""
@@ -168,12 +181,12 @@ def test_calibrated_ranges_are_each_pw_convolutions_own_min_and_max(predictor: P
 
     texts = ("发票代码 144031", "Total 1,280.00", "收货地址：上海市浦东新区")
     crops = [render_line(t, size=32) for t in texts]
-    ranges = pw_ranges(predictor.model, crops)
+    ranges = pw_ranges(fp32_predictor.model, crops)
     assert len(ranges) == 2 * PW_CONV_COUNT
 
     seen: dict[str, list[float]] = {}
 
-    def hook(key: str):
+    def hook(key: str) -> Callable[..., None]:
         def record(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             for end, t in (("in", inputs[0]), ("out", output)):
                 lo, hi = seen.get(f"{key}/{end}", [np.inf, -np.inf])
@@ -181,7 +194,7 @@ def test_calibrated_ranges_are_each_pw_convolutions_own_min_and_max(predictor: P
         return record
 
     handles = []
-    for i, block in enumerate(predictor.model.backbone.layers):
+    for i, block in enumerate(fp32_predictor.model.backbone.layers):
         names = ("expand", "reduce") if isinstance(block, MixerBlock) else ("pw1", "pw2")
         for name in names:
             if hasattr(block, name):
@@ -190,7 +203,7 @@ def test_calibrated_ranges_are_each_pw_convolutions_own_min_and_max(predictor: P
         with torch.no_grad():
             for crop in crops:
                 x, _ = batch_lines([prepare_line(crop)])
-                predictor.model.features(torch.from_numpy(x))
+                fp32_predictor.model.features(torch.from_numpy(x))
     finally:
         for h in handles:
             h.remove()
