@@ -35,15 +35,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from synthetic_lines import held_out_lines  # noqa: E402
 
 from ocr_core import Predictor  # noqa: E402
 from ocr_core.evaluate import char_errors, load_items  # noqa: E402
 from ocr_core.images import load_image  # noqa: E402
 from ocr_core.preprocess import batch_lines, prepare_line  # noqa: E402
 from ocr_core.runtime import OnnxRunner, onnx_session, recognizer_graph  # noqa: E402
+from ocr_core.train.distill import synthetic_lines  # noqa: E402
 
 PW = ("/expand/conv/Conv", "/reduce/conv/Conv", "/pw1/conv/Conv", "/pw2/conv/Conv")
 STEM = ("/conv2a/conv/Conv", "/conv2b/conv/Conv", "/conv3/conv/Conv", "/conv4/conv/Conv")
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(base, OnnxRunner):
         raise SystemExit("needs the onnxruntime engine")
     calib = [batch_lines([prepare_line(crop)])[0] for crop, _ in
-             held_out_lines(args.fonts, args.ingredients, 999, 100, None)]
+             synthetic_lines(args.fonts, args.ingredients, 999, 100)]
     if args.method != "minmax":
         widest = max(x.shape[3] for x in calib)
         calib = [np.pad(x, ((0, 0), (0, 0), (0, 0), (0, widest - x.shape[3]))) for x in calib]
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 ratios[name].append(spent[name] / spent["fp32"])
 
-    lines = held_out_lines(args.fonts, args.ingredients, args.seed, args.lines, None)
+    lines = synthetic_lines(args.fonts, args.ingredients, args.seed, args.lines)
     print(f"calibration {args.method}; held-out seed {args.seed}, {len(lines)} lines; graph time on "
           f"{len(xs)} dev lines, median of per-block ratios to fp32")
     print(f"{'variant':8s} {'time':>7s} {'errors':>7s} {'chars':>7s}")

@@ -20,20 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ocr_core import Predictor  # noqa: E402
 from ocr_core.evaluate import char_errors  # noqa: E402
 from ocr_core.train.distill import share_range, synthetic_lines  # noqa: E402
-
-
-def held_out_lines(fonts: Path, ingredients: Path, seed: int, n: int,
-                   keep: tuple[float, float] | None) -> list[tuple[np.ndarray, str]]:
-    """n rendered (and, with `keep`, clipped) lines from the training sampler and renderer."""
-    return synthetic_lines(fonts, ingredients, seed, n, keep)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     predictors = [Predictor.load(w, threads=args.threads, detector=False) for w in args.weights]
-    lines = held_out_lines(args.fonts, args.ingredients, args.seed, args.lines, args.clip_keep)
+    lines = synthetic_lines(args.fonts, args.ingredients, args.seed, args.lines, args.clip_keep)
     print(f"{len(lines)} lines, seed {args.seed}, clip keep {args.clip_keep}")
     for path, pr in zip(args.weights, predictors):
         errs = chars = exact = 0

@@ -89,6 +89,8 @@ def pw_conv_tensors(model) -> dict[str, tuple[str, str, str]]:
         if (n.op_type == "Conv" and len(parts) >= 4 and parts[-2:] == ["conv", "Conv"]
                 and parts[-3] in PW_CONVS and parts[-4].startswith("layers.") and "se" not in parts):
             out[f"{parts[-4]}/{parts[-3]}"] = (n.name, n.input[0], n.output[0])
+    if len(out) != PW_CONV_COUNT:
+        raise ValueError(f"expected {PW_CONV_COUNT} pw convolutions in the graph, found {len(out)}")
     return out
 
 
@@ -101,8 +103,6 @@ def int8_graph(graph: bytes, ranges: Mapping[str, Sequence[float]]) -> bytes:
 
     model = onnx.shape_inference.infer_shapes(onnx.load_from_string(graph))
     convs = pw_conv_tensors(model)
-    if len(convs) != PW_CONV_COUNT:
-        raise ValueError(f"expected {PW_CONV_COUNT} pw convolutions in the graph, found {len(convs)}")
     tensors: dict[str, TensorData] = {}
     for key, (_node, t_in, t_out) in convs.items():
         for end, tensor in (("in", t_in), ("out", t_out)):

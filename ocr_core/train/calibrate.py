@@ -21,7 +21,7 @@ import numpy as np
 
 from ocr_core.model import CRNN, load_crnn, save_crnn
 from ocr_core.preprocess import batch_lines, prepare_line
-from ocr_core.quantized import PW_CONV_COUNT, pw_conv_tensors
+from ocr_core.quantized import pw_conv_tensors
 from ocr_core.runtime import onnx_session, recognizer_graph
 from ocr_core.train.distill import synthetic_lines
 
@@ -39,8 +39,6 @@ def pw_ranges(model: CRNN, crops: Iterable[np.ndarray], *, threads: int = 1) -> 
 
     model_proto = onnx.load_from_string(recognizer_graph(model))
     convs = pw_conv_tensors(model_proto)
-    if len(convs) != PW_CONV_COUNT:
-        raise ValueError(f"expected {PW_CONV_COUNT} pw convolutions in the graph, found {len(convs)}")
     # Every pw input and output becomes an extra graph output (names are unique; a tensor both a
     # conv's output and the next's input is asked for once).
     names = sorted({t for _, t_in, t_out in convs.values() for t in (t_in, t_out)})
@@ -69,9 +67,9 @@ def pw_ranges(model: CRNN, crops: Iterable[np.ndarray], *, threads: int = 1) -> 
     return out
 
 
-def write_calibrated(weights: Path, out: Path, ranges: dict[str, list[float]], *, how: str) -> None:
-    """A copy of `weights` with `ranges` in its meta; the parameters as they were."""
-    model, meta = load_crnn(str(weights))
+def write_calibrated(model: CRNN, meta: dict, out: Path, ranges: dict[str, list[float]], *, how: str) -> None:
+    """The weights `load_crnn` gave (`model`, `meta`) written to `out` with `ranges` in the meta; the
+    parameters as they were."""
     out_meta = {k: v for k, v in meta.items() if k != "config"}
     out_meta["int8"] = {"convs": "pw", "ranges": ranges, "calibration": how}
     save_crnn(model, str(out), out_meta)
@@ -89,10 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    model, _ = load_crnn(str(args.weights))
+    model, meta = load_crnn(str(args.weights))
     crops = [crop for crop, _ in synthetic_lines(args.fonts, args.ingredients, args.seed, args.lines)]
     ranges = pw_ranges(model, crops, threads=args.threads)
-    write_calibrated(args.weights, args.out, ranges, how=f"minmax, {args.lines} synthetic lines of seed {args.seed}")
+    write_calibrated(model, meta, args.out, ranges, how=f"minmax, {args.lines} synthetic lines of seed {args.seed}")
 
 
 if __name__ == "__main__":

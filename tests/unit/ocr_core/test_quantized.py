@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ocr_core import Predictor
-from ocr_core.model import read_weights, write_weights
+from ocr_core.model import load_crnn, read_weights, write_weights
 from ocr_core.predictor import DEFAULT_WEIGHTS
 from ocr_core.preprocess import batch_lines, prepare_line
 from ocr_core.quantized import (PW_CONV_COUNT, cpu_has_vnni, int8_graph, precision_tag, pw_conv_tensors,
@@ -213,7 +213,7 @@ def test_calibrated_ranges_are_each_pw_convolutions_own_min_and_max(fp32_predict
         np.testing.assert_allclose([lo, hi], seen[key], rtol=1e-3, atol=1e-3, err_msg=key)
 
     path = tmp_path / "calibrated.pt"
-    write_calibrated(DEFAULT_WEIGHTS, path, ranges, how="test")
+    write_calibrated(*load_crnn(str(DEFAULT_WEIGHTS)), path, ranges, how="test")
     state, meta = read_weights(str(path))
     original, _ = read_weights(str(DEFAULT_WEIGHTS))
     assert all(torch.equal(state[k], original[k]) for k in original) and state.keys() == original.keys()
